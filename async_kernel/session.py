@@ -1,0 +1,246 @@
+"""The wire format: signing, verification, framing and JSON encoding of Jupyter messages.
+
+A message on the wire is `[*idents, b"<IDS|MSG>", signature, header, parent_header, metadata,
+content, *buffers]`. The signature is an HMAC of the four JSON frames; a message whose
+signature is missing, wrong or seen before is refused with a `MessageError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime
+import hashlib
+import hmac
+import itertools
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = (
+    "DELIMITER",
+    "PROTOCOL_VERSION",
+    "Message",
+    "MessageError",
+    "Session",
+    "json_default",
+    "utcnow_iso",
+)
+
+DELIMITER = b"<IDS|MSG>"
+PROTOCOL_VERSION = "5.5"
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_EMPTY = b"{}"
+
+
+class MessageError(ValueError):
+    """A message that cannot be accepted: bad framing, signature, replay or JSON."""
+
+
+def utcnow_iso() -> str:
+    """Return the current UTC time in ISO 8601 form, as the protocol's `date` fields use."""
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def json_default(obj: Any) -> Any:
+    """Encode what orjson does not know: bytes as base64, sets as lists, the rest as str."""
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return base64.b64encode(obj).decode("ascii")
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)  # pyright: ignore[reportUnknownArgumentType]
+    if isinstance(obj, complex):
+        return str(obj)
+    return repr(obj)
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=json_default, option=_OPTIONS)
+
+
+@dataclass(slots=True)
+class Message:
+    """A decoded message, with the raw header kept so that replies can quote it unchanged."""
+
+    header: dict[str, Any]
+    """The header: msg_id, msg_type, session, username, date, version (and subshell_id)."""
+    parent_header: dict[str, Any]
+    """The header of the message this one answers, or `{}`."""
+    metadata: dict[str, Any]
+    """Free-form metadata."""
+    content: dict[str, Any]
+    """The message type's content."""
+    buffers: list[bytes] = field(default_factory=list[bytes])
+    """Binary buffers that follow the content frame."""
+    idents: list[bytes] = field(default_factory=list[bytes])
+    """The routing identities of the sender (ROUTER sockets)."""
+    raw_header: bytes = b""
+    """The header frame as received: replies use it as their parent frame verbatim."""
+
+    @property
+    def msg_type(self) -> str:
+        """The header's `msg_type`."""
+        return self.header.get("msg_type", "")
+
+    @property
+    def msg_id(self) -> str:
+        """The header's `msg_id`."""
+        return self.header.get("msg_id", "")
+
+
+class Session:
+    """Signs, verifies, encodes and decodes messages for one kernel.
+
+    Args:
+        key: The shared secret from the connection file. An empty key disables signing.
+        signature_scheme: The connection file's scheme; only `hmac-sha256` is supported.
+        username: The `username` put in the headers of the messages this session creates.
+        replay_window: How many recent signatures are remembered to refuse replays.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        signature_scheme: str = "hmac-sha256",
+        username: str = "kernel",
+        replay_window: int = 65536,
+    ) -> None:
+        if key and signature_scheme != "hmac-sha256":
+            msg = f"Unsupported signature scheme {signature_scheme!r}: use 'hmac-sha256'."
+            raise ValueError(msg)
+        self.key = key
+        self.username = username
+        self.session_id = uuid.uuid4().hex
+        self._hmac = hmac.new(key, digestmod=hashlib.sha256) if key else None
+        self._seen: set[bytes] = set()
+        self._seen_order: collections.deque[bytes] = collections.deque()
+        self._replay_window = replay_window
+        self._counter = itertools.count(1)
+        self._id_prefix = f"{self.session_id[:8]}_{os.getpid()}_"
+
+    # --- signing ---------------------------------------------------------------------------
+
+    def sign(self, parts: list[bytes]) -> bytes:
+        """Return the hex HMAC of the four JSON frames, or `b""` when signing is disabled."""
+        if self._hmac is None:
+            return b""
+        mac = self._hmac.copy()
+        for part in parts:
+            mac.update(part)
+        return mac.hexdigest().encode("ascii")
+
+    def new_msg_id(self) -> str:
+        """Return a message id unique to this session (cheaper than a uuid per message)."""
+        return f"{self._id_prefix}{next(self._counter)}"
+
+    def header(self, msg_type: str, **extra: Any) -> dict[str, Any]:
+        """Return a new header for `msg_type`."""
+        return {
+            "msg_id": self.new_msg_id(),
+            "msg_type": msg_type,
+            "username": self.username,
+            "session": self.session_id,
+            "date": utcnow_iso(),
+            "version": PROTOCOL_VERSION,
+            **extra,
+        }
+
+    # --- encoding --------------------------------------------------------------------------
+
+    def serialize(
+        self,
+        msg_type: str,
+        content: dict[str, Any] | None = None,
+        *,
+        parent: Message | None = None,
+        metadata: dict[str, Any] | None = None,
+        idents: list[bytes] | None = None,
+        buffers: list[bytes] | None = None,
+        header_extra: dict[str, Any] | None = None,
+    ) -> list[bytes]:
+        """Build, sign and frame a message, ready for `send_multipart`.
+
+        Args:
+            msg_type: The new message's type.
+            content: Its content.
+            parent: The message it answers; its raw header frame becomes the parent frame.
+            metadata: Its metadata.
+            idents: The routing identities to prepend (replies on ROUTER sockets).
+            buffers: Binary buffers to append.
+            header_extra: Extra header fields, e.g. `subshell_id`.
+
+        Returns:
+            The frames.
+        """
+        header = _dumps(self.header(msg_type, **(header_extra or {})))
+        parent_frame = parent.raw_header if parent is not None and parent.raw_header else _EMPTY
+        meta = _dumps(metadata) if metadata else _EMPTY
+        body = _dumps(content) if content else _EMPTY
+        parts = [header, parent_frame, meta, body]
+        frames = [*(idents or ()), DELIMITER, self.sign(parts), *parts]
+        if buffers:
+            frames.extend(bytes(b) for b in buffers)
+        return frames
+
+    def deserialize(self, frames: list[bytes]) -> Message:
+        """Verify and decode the frames of one message.
+
+        Raises:
+            MessageError: The framing, signature or JSON is wrong, or the message is a replay.
+        """
+        try:
+            split = frames.index(DELIMITER)
+        except ValueError:
+            raise MessageError("no <IDS|MSG> delimiter in the frames") from None
+        rest = frames[split + 1 :]
+        if len(rest) < 5:
+            msg = f"truncated message: {len(rest)} frames after the delimiter, 5 needed"
+            raise MessageError(msg)
+        signature, header, parent, metadata, content = rest[:5]
+        if self._hmac is not None:
+            if not signature:
+                raise MessageError("unsigned message")
+            if not hmac.compare_digest(signature, self.sign([header, parent, metadata, content])):
+                raise MessageError("invalid signature")
+            self._remember(signature)
+        try:
+            header_obj = orjson.loads(header)
+            decoded = [orjson.loads(part) for part in (parent, metadata, content)]
+        except orjson.JSONDecodeError as e:
+            raise MessageError(f"undecodable JSON: {e}") from None
+        if not isinstance(header_obj, dict) or not all(isinstance(d, dict) for d in decoded):
+            raise MessageError("header, parent header, metadata and content must be objects")
+        if not isinstance(header_obj.get("msg_type"), str):
+            raise MessageError("the header has no msg_type")
+        return Message(
+            header=header_obj,
+            parent_header=decoded[0],
+            metadata=decoded[1],
+            content=decoded[2],
+            buffers=list(rest[5:]),
+            idents=list(frames[:split]),
+            raw_header=header,
+        )
+
+    def _remember(self, signature: bytes) -> None:
+        if signature in self._seen:
+            raise MessageError("replayed message: this signature was seen before")
+        self._seen.add(signature)
+        self._seen_order.append(signature)
+        if len(self._seen_order) > self._replay_window:
+            self._seen.discard(self._seen_order.popleft())
+
+    # --- helpers for clients and tests -----------------------------------------------------
+
+    def encode(self, msg: dict[str, Any], idents: list[bytes] | None = None) -> list[bytes]:
+        """Frame a message given as a dict with header/parent_header/metadata/content keys."""
+        parts = [
+            _dumps(msg.get("header", {})),
+            _dumps(msg.get("parent_header", {})),
+            _dumps(msg.get("metadata", {})),
+            _dumps(msg.get("content", {})),
+        ]
+        return [*(idents or ()), DELIMITER, self.sign(parts), *parts, *msg.get("buffers", ())]
