@@ -1,4 +1,4 @@
-"""A job: one received request on its way through the kernel, and the accessor for the current one."""
+"""A job: one received request on its way through the kernel, and the current one."""
 
 from __future__ import annotations
 

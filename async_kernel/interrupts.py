@@ -1,0 +1,175 @@
+"""Interrupting running cells, wherever they run.
+
+* Async code is cancelled at its next await (its request's cancel scope is cancelled).
+* Blocking code in the main thread gets `KeyboardInterrupt` from the SIGINT handler.
+* Blocking code in other threads (`##thread` cells, subshells) gets `KeyboardInterrupt` as an
+  asynchronous exception; `time.sleep` in those threads is made interruptible, since CPython
+  cannot deliver an asynchronous exception to a thread sleeping in C.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.interactiveshell import InteractiveShell
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import FrameType
+
+    import anyio
+
+    from async_kernel.caller import Caller
+    from async_kernel.job import Job
+
+__all__ = ("Interrupter", "Running")
+
+log = logging.getLogger("async_kernel")
+
+_RUN_CODE = InteractiveShell.run_code.__code__
+_original_sleep = time.sleep
+
+
+@dataclass(slots=True)
+class Running:
+    """A request that runs user code and can be interrupted."""
+
+    job: Job
+    """The request."""
+    thread_id: int
+    """The thread it runs in."""
+    caller: Caller
+    """The caller whose loop runs it."""
+    scope: anyio.CancelScope
+    """Cancelled to stop it at its next await."""
+    wake: threading.Event
+    """Set to end an interruptible `time.sleep` in its thread."""
+
+
+def _runs_user_code(frame: FrameType | None) -> bool:
+    """Whether a thread whose innermost frame is `frame` is inside a cell's code right now."""
+    while frame is not None:
+        if frame.f_code is _RUN_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class Interrupter:
+    """Keeps the running requests and interrupts them on SIGINT or `interrupt_request`."""
+
+    def __init__(self) -> None:
+        self._running: dict[Job, Running] = {}
+        self._lock = threading.Lock()
+        self._sleeping: set[int] = set()
+        self._targets: set[Job] | None = None
+
+    # --- registry -------------------------------------------------------------------------
+
+    def add(self, running: Running) -> None:
+        """Record a request that starts running user code."""
+        with self._lock:
+            self._running[running.job] = running
+
+    def remove(self, job: Job) -> None:
+        """Forget a request that has finished."""
+        with self._lock:
+            self._running.pop(job, None)
+
+    def running(self) -> list[Running]:
+        """Return the requests that run now."""
+        with self._lock:
+            return list(self._running.values())
+
+    # --- entry points ----------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Install the SIGINT handler and the interruptible `time.sleep` (main thread only)."""
+        signal.signal(signal.SIGINT, self._on_sigint)
+        time.sleep = self._sleep
+
+    def request(self, jobs: Iterable[Job] | None = None) -> None:
+        """Interrupt `jobs` (all running requests when None), from any thread.
+
+        The main thread is reached with SIGINT so that blocking code there is interrupted;
+        the process group gets it too, so child processes started by a cell stop as well.
+        """
+        self._targets = set(jobs) if jobs is not None else None
+        main = threading.main_thread().ident
+        if main is None:
+            return
+        if jobs is None and os.name == "posix" and os.getpgid(0) == os.getpid():
+            os.killpg(os.getpgid(0), signal.SIGINT)
+        else:
+            signal.pthread_kill(main, signal.SIGINT)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        targets, self._targets = self._targets, None
+        main_in_code = _runs_user_code(frame)
+        raise_here = False
+        for running in self.running():
+            if targets is not None and running.job not in targets:
+                continue
+            if running.thread_id == threading.get_ident() and main_in_code:
+                running.job.state["interrupted"] = True
+                raise_here = True
+            else:
+                self.interrupt_elsewhere(running)
+        if raise_here:
+            raise KeyboardInterrupt
+
+    def interrupt_elsewhere(self, running: Running) -> None:
+        """Stop a request that is awaiting, or blocking in a thread other than this one."""
+        running.job.state["interrupted"] = True
+        tid = running.thread_id
+        if tid != threading.get_ident() and _runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
+            if tid in self._sleeping:
+                running.wake.set()
+            else:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(tid), ctypes.py_object(KeyboardInterrupt)
+                )
+            return
+        try:
+            running.caller.call_direct(running.scope.cancel)
+        except Exception:
+            log.exception("could not cancel %r", running.job)
+
+    # --- interruptible sleep ---------------------------------------------------------------
+
+    def _sleep(self, seconds: float, /) -> None:
+        tid = threading.get_ident()
+        running = None
+        if tid != threading.main_thread().ident:
+            with self._lock:
+                running = next((r for r in self._running.values() if r.thread_id == tid), None)
+        if running is None:
+            _original_sleep(seconds)
+            return
+        self._sleeping.add(tid)
+        try:
+            if running.wake.wait(max(0.0, seconds)):
+                running.wake.clear()
+                raise KeyboardInterrupt
+        finally:
+            self._sleeping.discard(tid)
+
+    @staticmethod
+    def describe(job: Job) -> dict[str, Any]:
+        """Return the error content of a request that was stopped by an interrupt."""
+        timeout = job.state.get("timeout_hit")
+        if timeout is not None:
+            return {
+                "ename": "TimeoutError",
+                "evalue": f"the cell ran longer than its timeout of {timeout} s",
+                "traceback": [f"TimeoutError: cell timed out after {timeout} s"],
+            }
+        return {"ename": "KeyboardInterrupt", "evalue": "", "traceback": ["KeyboardInterrupt"]}

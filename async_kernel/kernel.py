@@ -1,0 +1,394 @@
+"""The kernel: its threads, its settings, and the wrapper around every request.
+
+`Kernel.run()` runs the shell `Caller` on the main thread, starts the `Control` and `Shell`
+callers and the socket threads, and waits for shutdown. Each request goes
+socket thread → `Kernel.on_message` → `Dispatcher` → a caller → `Kernel.run_job`, which
+publishes `busy`, calls the handler named like the msg_type (`handlers.RequestHandlers`),
+always replies (with error content if the handler failed) and publishes `idle`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import getpass
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from traitlets import Bool, CaselessStrEnum, Float, Unicode, UseEnum, observe
+from traitlets.config import SingletonConfigurable
+
+from async_kernel import routing
+from async_kernel.caller import Caller
+from async_kernel.comm import install_comms
+from async_kernel.connection import read_connection_file, write_connection_file
+from async_kernel.dispatcher import Dispatcher, all_concurrency_run_modes, run_mode_for
+from async_kernel.enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel.handlers import RequestHandlers
+from async_kernel.interrupts import Interrupter
+from async_kernel.iostream import FDCapture, OutStream
+from async_kernel.job import Job, current_job
+from async_kernel.session import Message, Session
+from async_kernel.sockets import SocketHub
+from async_kernel.stdin import StdinBroker
+from async_kernel.subshells import SubshellManager, UnknownSubshellError
+
+if TYPE_CHECKING:
+    from async_kernel.comm import KernelCommManager
+    from async_kernel.shell import AsyncInteractiveShell
+
+__all__ = ("Kernel",)
+
+log = logging.getLogger("async_kernel")
+_UNSET: Any = object()
+
+
+class Kernel(SingletonConfigurable, RequestHandlers):
+    """A Jupyter kernel for Python that handles requests concurrently."""
+
+    connection_file = Unicode("", help="The connection file written by the launcher.").tag(
+        config=True
+    )
+    """Path of the connection file."""
+    backend = CaselessStrEnum(
+        ["asyncio", "trio"], default_value="asyncio", help="The async library of the event loops."
+    ).tag(config=True)
+    """`asyncio` or `trio`: the event loop that runs cells and top-level await."""
+    concurrency_mode = UseEnum(
+        KernelConcurrencyMode,
+        default_value=KernelConcurrencyMode.default,
+        help="`default` runs requests concurrently; `blocking` one at a time, like ipykernel.",
+    ).tag(config=True)
+    """The kernel-wide run-mode policy; can be changed while the kernel runs."""
+    thread_parent_policy = UseEnum(
+        routing.ThreadParentPolicy,
+        default_value=routing.ThreadParentPolicy.latest,
+        help="Where output of plain threads goes: `latest` cell, or the `starter` cell.",
+    ).tag(config=True)
+    """Where output from plain threads goes (see `async_kernel.routing`)."""
+    capture_fd_output = Bool(True, help="Capture output written to file descriptors 1 and 2.").tag(
+        config=True
+    )
+    """Capture output of C code, `os.system` and subprocesses."""
+    flush_interval = Float(0.1, help="Seconds between flushes of buffered stream output.").tag(
+        config=True
+    )
+    """How long stream output is gathered before it is sent."""
+    log_level = CaselessStrEnum(
+        ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
+    ).tag(config=True)
+    """The level of the kernel's own log (written to the original stderr)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connection = (
+            read_connection_file(self.connection_file) if self.connection_file else None
+        )
+        key = self.connection.key if self.connection else b""
+        scheme = self.connection.signature_scheme if self.connection else "hmac-sha256"
+        self.session = Session(key, signature_scheme=scheme)
+        self.interrupter = Interrupter()
+        self.stdin = StdinBroker(self)
+        self.subshells = SubshellManager(self.backend)
+        self.dispatcher = Dispatcher(self.run_job, self._caller_for, self._blocking_caller_for)
+        self.streams: list[OutStream] = []
+        self._captures: list[FDCapture] = []
+        self._aborting: dict[str | None, tuple[int, int]] = {}
+        self._stop_event: anyio.Event | None = None
+        self._exit_code = 0
+        self._topic = f"kernel.{self.session.session_id}.".encode()
+        self.shell: AsyncInteractiveShell
+        self.hub: SocketHub
+        self.comm_manager: KernelCommManager
+        self.main_caller: Caller
+        self.control_caller: Caller
+        self.shell_caller: Caller
+
+    @observe("thread_parent_policy")
+    def _policy_changed(self, change: dict[str, Any]) -> None:
+        routing.set_thread_parent_policy(change["new"])
+
+    # --- run-mode introspection ------------------------------------------------------------
+
+    def get_run_mode(
+        self, msg_type: str, *, channel: Channel = Channel.shell, job: Job | None = None
+    ) -> RunMode | None:
+        """Return the mode a request of `msg_type` on `channel` (or this `job`) runs in."""
+        return run_mode_for(msg_type, channel, self.concurrency_mode, job)
+
+    @staticmethod
+    def all_concurrency_run_modes() -> list[dict[str, str]]:
+        """Return the run-mode table: rows of concurrency mode, channel, msg_type, run mode."""
+        return all_concurrency_run_modes()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run the kernel until it is shut down; return the process exit code."""
+        if self.connection is None:
+            msg = "no connection file: start the kernel with -f CONNECTION_FILE"
+            raise RuntimeError(msg)
+        self.interrupter.install()
+        anyio.run(self._main, backend=self.backend)
+        return self._exit_code
+
+    async def _main(self) -> None:
+        assert self.connection is not None
+        self._stop_event = anyio.Event()
+        async with Caller.attach(name="MainThread", protected=True) as main:
+            self.main_caller = main
+            self.control_caller = Caller.start_new(
+                name="Control", backend=self.backend, protected=True
+            )  # pyright: ignore[reportArgumentType]
+            self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)  # pyright: ignore[reportArgumentType]
+            self._setup_output()
+            self._setup_shell()
+            routing.set_thread_parent_policy(self.thread_parent_policy)
+            self.hub = SocketHub(self.connection, self.session, self.on_message)
+            self.hub.start()
+            if self.connection_file and self._ports_were_chosen():
+                write_connection_file(self.connection_file, self.connection)
+            self.control_caller.call_soon(self._watch_parent)
+            await self._stop_event.wait()
+        self._teardown()
+
+    def _ports_were_chosen(self) -> bool:
+        original = read_connection_file(self.connection_file)
+        return any(port <= 0 for port in original.ports.values())
+
+    def _setup_output(self) -> None:
+        log_stream: Any = sys.__stderr__
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            stream = OutStream(name, self._publish_stream, flush_interval=self.flush_interval)  # pyright: ignore[reportArgumentType]
+            self.streams.append(stream)
+            if self.capture_fd_output and os.name == "posix":
+                with contextlib.suppress(OSError):
+                    sys.__stdout__ and sys.__stdout__.flush()  # pyright: ignore[reportUnusedExpression]
+                    capture = FDCapture(fd, stream)
+                    capture.start()
+                    self._captures.append(capture)
+                    if fd == 2:
+                        log_stream = os.fdopen(os.dup(capture.original_fd), "w", buffering=1)
+        handler = logging.StreamHandler(log_stream)
+        handler.setFormatter(
+            logging.Formatter("[async-kernel %(levelname)s %(asctime)s] %(message)s")
+        )
+        log.addHandler(handler)
+        log.setLevel(self.log_level)
+        log.propagate = False
+        sys.stdout, sys.stderr = self.streams  # pyright: ignore[reportAttributeAccessIssue]
+
+    def _setup_shell(self) -> None:
+        from async_kernel.shell import AsyncInteractiveShell
+
+        self.shell = AsyncInteractiveShell.instance(parent=self, kernel=self)
+        self.shell.user_ns.setdefault("RunMode", RunMode)
+        with contextlib.suppress(ImportError):
+            from async_kernel.magics import KernelMagics
+
+            self.shell.register_magics(KernelMagics)
+        self.comm_manager = install_comms(self)
+        builtins.input = self.stdin.input
+        getpass.getpass = self.stdin.getpass
+
+    def _teardown(self) -> None:
+        for stream in self.streams:
+            with contextlib.suppress(Exception):
+                stream.flush()
+        with contextlib.suppress(Exception):
+            self.subshells.stop_all()
+        self.hub.stop()
+        for capture in self._captures:
+            with contextlib.suppress(Exception):
+                capture.stop()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        with contextlib.suppress(Exception):
+            self.shell.history_manager.end_session()  # pyright: ignore[reportOptionalMemberAccess]
+
+    async def _watch_parent(self) -> None:
+        """Stop when the process that launched the kernel is gone."""
+        parent = os.getppid()
+        while True:
+            await anyio.sleep(1)
+            if os.getppid() != parent:
+                log.warning("the parent process %s is gone: stopping", parent)
+                self.stop()
+                return
+
+    def stop(self, exit_code: int = 0) -> None:
+        """Ask the kernel to stop (from any thread)."""
+        self._exit_code = exit_code
+        if self._stop_event is not None:
+            self.main_caller.call_direct(self._stop_event.set)
+
+    # --- messages in -----------------------------------------------------------------------
+
+    def on_message(self, channel: Channel, msg: Message) -> None:
+        """Take a verified message from a socket thread and dispatch it."""
+        if channel is Channel.stdin:
+            if msg.msg_type == MsgType.input_reply:
+                self.stdin.on_reply(msg)
+            return
+        job = Job(msg, channel, subshell_id=msg.header.get("subshell_id") or None)
+        mode = run_mode_for(msg.msg_type, channel, self.concurrency_mode, job)
+        if mode is None:
+            log.warning("unknown message type %r on %s", msg.msg_type, channel)
+            job.state["reject"] = f"unknown message type {msg.msg_type!r} on the {channel} channel"
+            mode = RunMode.blocking
+        elif job.subshell_id is not None and job.subshell_id not in self.subshells:
+            job.state["reject"] = str(UnknownSubshellError(job.subshell_id))
+            mode = RunMode.blocking
+        job.run_mode = mode
+        self.dispatcher.next_seq(job)
+        self.dispatcher.submit(job)
+
+    def _caller_for(self, job: Job) -> Caller:
+        if job.channel is Channel.control:
+            return self.control_caller
+        if job.subshell_id is not None and "reject" not in job.state:
+            return self.subshells.caller(job.subshell_id)
+        return self.main_caller
+
+    def _blocking_caller_for(self, job: Job) -> Caller:
+        if job.channel is Channel.control:
+            return self.control_caller
+        if job.subshell_id is not None and "reject" not in job.state:
+            return self.subshells.caller(job.subshell_id)
+        return self.shell_caller
+
+    # --- the request wrapper ---------------------------------------------------------------
+
+    async def run_job(self, job: Job) -> None:
+        """Run one request: busy, handler, reply (always), idle."""
+        token = current_job.set(job)
+        msg_type = job.msg_type
+        reply_type = (
+            msg_type.removesuffix("_request") + "_reply" if msg_type.endswith("_request") else None
+        )
+        content: dict[str, Any] | None
+        try:
+            self.publish("status", {"execution_state": "busy"}, parent=job)
+            try:
+                reject = job.state.get("reject")
+                if reject is not None:
+                    content = {
+                        "status": "error",
+                        "ename": "ValueError",
+                        "evalue": reject,
+                        "traceback": [],
+                    }
+                else:
+                    content = await self.handle(job)
+            except Exception as e:
+                log.exception("%r failed", job)
+                content = {
+                    "status": "error",
+                    "ename": type(e).__name__,
+                    "evalue": str(e),
+                    "traceback": [],
+                }
+            if reply_type is not None and content is not None:
+                self.send_reply(job, reply_type, content, job.state.get("reply_metadata"))
+        finally:
+            self.publish("status", {"execution_state": "idle"}, parent=job)
+            current_job.reset(token)
+            after = job.state.pop("after_reply", None)
+            if after is not None:
+                after()
+
+    async def handle(self, job: Job) -> dict[str, Any] | None:
+        """Call the handler named like the request's msg_type and return its reply content."""
+        handler = getattr(self, MsgType(job.msg_type).value)
+        result = handler(job)
+        if hasattr(result, "__await__"):
+            result = await result
+        return result
+
+    # --- messages out ----------------------------------------------------------------------
+
+    def publish(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        parent: Job | None = _UNSET,
+        metadata: dict[str, Any] | None = None,
+        buffers: list[bytes] | None = None,
+    ) -> None:
+        """Publish an iopub message from any thread; the parent defaults to the routed one."""
+        if parent is _UNSET:
+            parent = routing.current_parent()
+        extra = (
+            {"subshell_id": parent.subshell_id}
+            if parent is not None and parent.subshell_id
+            else None
+        )
+        frames = self.session.serialize(
+            msg_type,
+            content,
+            parent=parent.msg if parent is not None else None,
+            metadata=metadata,
+            buffers=buffers,
+            idents=[self._topic + msg_type.encode()],
+            header_extra=extra,
+        )
+        self.hub.send(Channel.iopub, frames)
+
+    def send_reply(
+        self,
+        job: Job,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Send a reply to `job` on the socket it came from."""
+        extra = {"subshell_id": job.subshell_id} if job.subshell_id else None
+        frames = self.session.serialize(
+            msg_type,
+            content,
+            parent=job.msg,
+            metadata=metadata,
+            idents=job.ident,
+            header_extra=extra,
+        )
+        self.hub.send(job.channel, frames)
+
+    def _publish_stream(self, name: str, text: str, parent: Job | None) -> None:
+        self.publish("stream", {"name": name, "text": text}, parent=parent)
+
+    def flush_output(self) -> None:
+        """Send all buffered output now, including output written to the captured fds."""
+        for capture in self._captures:
+            capture.drain()
+        for stream in self.streams:
+            stream.flush()
+
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+        """Return the current request as a message dict (what the Output widget asks for)."""
+        job = routing.current_parent()
+        if job is None:
+            return {}
+        msg = job.msg
+        return {
+            "header": msg.header,
+            "parent_header": msg.parent_header,
+            "metadata": msg.metadata,
+            "content": msg.content,
+        }
+
+    # --- abort after an error --------------------------------------------------------------
+
+    def abort_queued(self, job: Job) -> None:
+        """Abort the execute requests that arrived before now behind `job` in its (sub)shell."""
+        self._aborting[job.subshell_id] = (
+            job.seq,
+            self.dispatcher.last_seq(job.channel, job.subshell_id),
+        )
+
+    def is_aborted(self, job: Job) -> bool:
+        """Whether `job` was queued behind an error and must be answered `aborted`."""
+        lo, hi = self._aborting.get(job.subshell_id, (0, 0))
+        return job.channel is Channel.shell and lo < job.seq <= hi

@@ -1,0 +1,245 @@
+"""The IPython shell of the kernel: results, displays, errors and payloads go out as messages.
+
+Everything that IPython keeps as shell-wide state but that belongs to one request (the
+execution count of the running cell, its payloads, its error) is kept per request here, so
+cells that run at the same time in tasks, threads and subshells do not trample each other.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+from IPython.core.payload import PayloadManager
+from traitlets import Any as AnyTrait
+from traitlets import Instance, Type
+
+from async_kernel.interrupts import Interrupter
+from async_kernel.job import current_job
+
+__all__ = (
+    "AsyncInteractiveShell",
+    "KernelDisplayHook",
+    "KernelDisplayPublisher",
+    "RequestPayloadManager",
+)
+
+_CANCELLED_NAMES = frozenset({"CancelledError", "Cancelled"})
+
+
+def _flush_streams() -> None:
+    """Flush stdout and stderr so that a display follows the prints before it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+class KernelDisplayHook(DisplayHook):
+    """Sends a cell's result as `execute_result`, without state shared between cells."""
+
+    kernel: Any = AnyTrait()
+    """The kernel that publishes the message."""
+
+    _results: dict[int, ExecutionResult]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._results = {}
+
+    @property
+    def exec_result(self) -> ExecutionResult | None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """The `ExecutionResult` of the cell that runs in the current context."""
+        job = current_job.get()
+        result = job.state.get("result") if job is not None else None
+        return result if isinstance(result, ExecutionResult) else None
+
+    @exec_result.setter
+    def exec_result(self, value: ExecutionResult | None) -> None:
+        job = current_job.get()
+        if job is not None:
+            job.state["result"] = value
+
+    @property
+    def prompt_count(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """The execution count of the cell that runs in the current context."""
+        job = current_job.get()
+        if job is not None and "execution_count" in job.state:
+            return job.state["execution_count"]
+        return self.shell.execution_count - 1  # pyright: ignore[reportOptionalMemberAccess]
+
+    def __call__(self, result: Any = None) -> None:
+        """Publish `result` (the value of a cell's last expression) as `execute_result`."""
+        self.check_for_underscore()
+        if result is None or self.quiet():
+            return
+        format_dict, md_dict = self.compute_format_data(result)
+        self.update_user_ns(result)
+        self.fill_exec_result(result)
+        if format_dict:
+            _flush_streams()
+            content = {
+                "execution_count": self.prompt_count,
+                "data": format_dict,
+                "metadata": md_dict,
+            }
+            self.kernel.publish("execute_result", content)
+            self.log_output(format_dict)
+
+
+class KernelDisplayPublisher(DisplayPublisher):
+    """Sends `display_data`, `update_display_data` and `clear_output` to the right cell."""
+
+    kernel: Any = AnyTrait()
+    """The kernel that publishes the message."""
+
+    def publish(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        source: Any = None,
+        *,
+        transient: dict[str, Any] | None = None,
+        update: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Publish a display; `update=True` replaces the display named in `transient`."""
+        _flush_streams()
+        content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
+        self.kernel.publish("update_display_data" if update else "display_data", content)
+
+    def clear_output(self, wait: bool = False) -> None:
+        """Clear the cell's output, at once or (`wait=True`) when new output arrives."""
+        _flush_streams()
+        self.kernel.publish("clear_output", {"wait": wait})
+
+
+class RequestPayloadManager(PayloadManager):
+    """Keeps payloads (pager, set_next_input, ask_exit) with the request that made them."""
+
+    def _payloads(self) -> list[dict[str, Any]]:
+        job = current_job.get()
+        if job is None:
+            return self._fallback
+        return job.state.setdefault("payload", [])
+
+    @property
+    def _fallback(self) -> list[dict[str, Any]]:
+        return self.__dict__.setdefault("_fallback_list", [])
+
+    def write_payload(self, data: dict[str, Any], single: bool = True) -> None:
+        """Add a payload to the current request's reply (replacing one of the same source)."""
+        payloads = self._payloads()
+        if single:
+            payloads[:] = [p for p in payloads if p.get("source") != data.get("source")]
+        payloads.append(data)
+
+    def read_payload(self) -> list[dict[str, Any]]:
+        """Return the current request's payloads."""
+        return list(self._payloads())
+
+    def clear_payload(self) -> None:
+        """Forget the current request's payloads."""
+        self._payloads().clear()
+
+
+class AsyncInteractiveShell(InteractiveShell):
+    """IPython for async-kernel: top-level await on the running loop, output as messages."""
+
+    kernel: Any = AnyTrait()
+    """The kernel this shell runs for."""
+    displayhook_class = Type(KernelDisplayHook)
+    display_pub_class = Type(KernelDisplayPublisher)
+    payload_manager = Instance(PayloadManager, allow_none=True)
+
+    _count_lock = threading.Lock()
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._counts: dict[str | None, int] = {None: 1}
+        super().__init__(**kwargs)
+        self.payload_manager = RequestPayloadManager(parent=self)
+        self.autoawait = True
+        self.displayhook.kernel = self.kernel  # pyright: ignore[reportAttributeAccessIssue]
+        self.display_pub.kernel = self.kernel  # pyright: ignore[reportAttributeAccessIssue]
+        # One displayhook for the process, so concurrent cells never swap it back and forth.
+        sys.displayhook = self.displayhook
+
+    def init_hooks(self) -> None:
+        """Send pager output (`obj?`) to the client as a payload."""
+        super().init_hooks()
+        from IPython.core import page, payloadpage
+
+        self.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
+
+    # --- execution counts, per subshell and per request ------------------------------------
+
+    @property
+    def execution_count(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """The count of the cell that runs here, or the next count of this (sub)shell."""
+        job = current_job.get()
+        if job is not None and "execution_count" in job.state:
+            return job.state["execution_count"]
+        return self._counts.get(job.subshell_id if job else None, 1)
+
+    @execution_count.setter
+    def execution_count(self, value: int) -> None:
+        job = current_job.get()
+        if job is not None and "execution_count" in job.state:
+            return  # IPython's end-of-cell increment: the count was taken when the cell began
+        with self._count_lock:
+            self._counts[job.subshell_id if job else None] = value
+
+    def next_execution_count(self, subshell_id: str | None, *, advance: bool) -> int:
+        """Return the count for a new cell of `subshell_id`, advancing the counter if asked."""
+        with self._count_lock:
+            count = self._counts.get(subshell_id, 1)
+            if advance:
+                self._counts[subshell_id] = count + 1
+            return count
+
+    # --- errors and payloads ---------------------------------------------------------------
+
+    def _showtraceback(
+        self, etype: type[BaseException], evalue: BaseException, stb: list[str]
+    ) -> None:
+        _flush_streams()
+        content: dict[str, Any] = {
+            "ename": getattr(etype, "__name__", str(etype)),
+            "evalue": str(evalue),
+            "traceback": stb,
+        }
+        job = current_job.get()
+        if job is not None:
+            if job.state.get("interrupted") and (
+                content["ename"] in _CANCELLED_NAMES or "timeout_hit" in job.state
+            ):
+                content = Interrupter.describe(job)  # an interrupt, not a cancellation
+            job.state["error"] = content
+            if job.state.get("suppress_error"):
+                return
+        self.kernel.publish("error", content)
+
+    def set_next_input(self, s: str, replace: bool = False) -> None:
+        """Ask the client to put `s` in the next input cell."""
+        self.payload_manager.write_payload(  # pyright: ignore[reportOptionalMemberAccess]
+            {"source": "set_next_input", "text": s, "replace": replace}
+        )
+
+    def ask_exit(self) -> None:
+        """`exit` in a cell: ask the client to close (the kernel keeps running if it says so)."""
+        self.exit_now = True
+        keep = bool(self.__dict__.pop("_keep_kernel_on_exit", False))
+        self.payload_manager.write_payload(  # pyright: ignore[reportOptionalMemberAccess]
+            {"source": "ask_exit", "keepkernel": keep}
+        )
+
+    def enable_gui(self, gui: str | None = None) -> None:
+        """GUI event loops are not integrated; only `None` (inline) is accepted."""
+        if gui not in (None, "inline"):
+            msg = f"GUI event loop {gui!r} is not supported by async-kernel; use inline plots."
+            raise RuntimeError(msg)

@@ -1,0 +1,235 @@
+"""The zmq sockets and the threads that own them.
+
+One I/O thread owns the shell, control and stdin ROUTERs and the iopub XPUB: it receives,
+verifies and decodes requests and hands them on, and it sends the frames that any thread queues
+with `SocketHub.send`. No other thread touches these sockets. The heartbeat echo runs in
+libzmq on a thread of its own, so a busy interpreter never looks dead.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import zmq
+
+from async_kernel.enums import Channel
+from async_kernel.session import MessageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from async_kernel.connection import ConnectionInfo
+    from async_kernel.session import Message, Session
+
+__all__ = ("SocketHub",)
+
+log = logging.getLogger("async_kernel")
+
+_ROUTERS = (Channel.shell, Channel.control, Channel.stdin)
+_RECV_BURST = 64  # messages taken from one socket before the others get a turn
+
+
+class SocketHub:
+    """Owns the kernel's sockets on one I/O thread; thread-safe `send` for everyone else.
+
+    Args:
+        connection: Where to bind; ports that are 0 are chosen here and written back.
+        session: Verifies incoming and signs outgoing messages.
+        on_message: Called on the I/O thread with each verified message of shell, control and
+            stdin. It must not block; it hands the message on.
+    """
+
+    def __init__(
+        self,
+        connection: ConnectionInfo,
+        session: Session,
+        on_message: Callable[[Channel, Message], None],
+    ) -> None:
+        self.connection = connection
+        self.session = session
+        self.on_message = on_message
+        self.context = zmq.Context()
+        self._outbox: collections.deque[tuple[Channel, list[bytes]]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._wake_pending = False
+        self._stopping = False
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="async_kernel_io", daemon=True)
+        self._hb_thread: threading.Thread | None = None
+
+    # --- public, any thread ----------------------------------------------------------------
+
+    def start(self, timeout: float = 10) -> None:
+        """Bind every socket and start the threads; return when they are listening.
+
+        Raises:
+            RuntimeError: Binding failed (the cause is chained).
+        """
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            msg = "the I/O thread did not start in time"
+            raise RuntimeError(msg)
+        if self._error is not None:
+            msg = f"could not bind the kernel's sockets: {self._error}"
+            raise RuntimeError(msg) from self._error
+
+    def send(self, channel: Channel, frames: list[bytes]) -> None:
+        """Queue `frames` to be sent on `channel`'s socket; callable from any thread."""
+        self._outbox.append((channel, frames))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:  # the pipe is full: the I/O thread is awake anyway
+                pass
+
+    def stop(self, timeout: float = 5) -> None:
+        """Send what is queued, then close the sockets and end the I/O thread."""
+        self._stopping = True
+        self.send(Channel.iopub, [])  # a wake-up; empty frames are never sent
+        if threading.current_thread() is not self._thread:
+            self._stopped.wait(timeout)
+
+    @property
+    def ports(self) -> dict[Channel, int]:
+        """The bound port of each socket."""
+        return dict(self.connection.ports)
+
+    # --- the I/O thread --------------------------------------------------------------------
+
+    def _bind(self, sock: zmq.Socket[bytes], channel: Channel) -> None:
+        conn = self.connection
+        port = conn.ports.get(channel, 0)
+        if conn.transport == "tcp":
+            if port <= 0:
+                port = sock.bind_to_random_port(f"tcp://{conn.ip}")
+            else:
+                sock.bind(conn.url(channel, port))
+        else:
+            if port <= 0:
+                port = 1
+                while os.path.exists(f"{conn.ip}-{port}") or port in conn.ports.values():
+                    port += 1
+            sock.bind(conn.url(channel, port))
+        conn.ports[channel] = port
+
+    def _open(self) -> dict[Channel, zmq.Socket[bytes]]:
+        socks: dict[Channel, zmq.Socket[bytes]] = {}
+        for channel in _ROUTERS:
+            sock = self.context.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            self._bind(sock, channel)
+            socks[channel] = sock
+        iopub = self.context.socket(zmq.XPUB)
+        iopub.setsockopt(zmq.LINGER, 1000)
+        iopub.setsockopt(zmq.SNDHWM, 0)  # status and output are never dropped
+        iopub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription gets its welcome
+        self._bind(iopub, Channel.iopub)
+        socks[Channel.iopub] = iopub
+        hb = self.context.socket(zmq.ROUTER)
+        hb.setsockopt(zmq.LINGER, 0)
+        self._bind(hb, Channel.heartbeat)
+        self._hb_thread = threading.Thread(
+            target=self._heartbeat, args=(hb,), name="async_kernel_heartbeat", daemon=True
+        )
+        self._hb_thread.start()
+        return socks
+
+    @staticmethod
+    def _heartbeat(sock: zmq.Socket[bytes]) -> None:
+        try:
+            zmq.proxy(sock, sock)  # echoes every ping inside libzmq, without the GIL
+        except zmq.ContextTerminated:
+            pass
+        except zmq.ZMQError as e:
+            log.debug("heartbeat ended: %s", e)
+        finally:
+            sock.close(linger=0)
+
+    def _run(self) -> None:
+        try:
+            socks = self._open()
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        for sock in socks.values():
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        by_socket = {sock: channel for channel, sock in socks.items()}
+        try:
+            while True:
+                self._flush_outbox(socks)
+                if self._stopping:
+                    break
+                for sock, _ in poller.poll():
+                    if sock == self._wake_r:
+                        self._clear_wake()
+                    else:
+                        self._receive(by_socket[sock], sock)  # pyright: ignore[reportArgumentType]
+        except Exception:
+            log.exception("the I/O thread failed")
+        finally:
+            self._flush_outbox(socks)
+            for sock in socks.values():
+                sock.close()
+            self._stopped.set()
+
+    def _clear_wake(self) -> None:
+        self._wake_pending = False  # cleared before the outbox is drained: no lost wake-up
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        except OSError as e:  # pragma: no cover - the pipe was closed
+            if e.errno != errno.EBADF:
+                raise
+
+    def _flush_outbox(self, socks: dict[Channel, zmq.Socket[bytes]]) -> None:
+        outbox = self._outbox
+        while outbox:
+            channel, frames = outbox.popleft()
+            if not frames:
+                continue
+            try:
+                socks[channel].send_multipart(frames)
+            except zmq.ZMQError as e:
+                log.warning("could not send on %s: %s", channel, e)
+
+    def _receive(self, channel: Channel, sock: zmq.Socket[bytes]) -> None:
+        for _ in range(_RECV_BURST):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if channel is Channel.iopub:
+                self._subscription(frames)
+                continue
+            try:
+                msg = self.session.deserialize(frames)
+            except MessageError as e:
+                log.warning("dropped a message on %s: %s", channel, e)
+                continue
+            try:
+                self.on_message(channel, msg)
+            except Exception:
+                log.exception("could not dispatch %s on %s", msg.msg_type, channel)
+
+    def _subscription(self, frames: list[bytes]) -> None:
+        if not frames or not frames[0] or frames[0][0] != 1:
+            return  # an unsubscription or noise
+        topic = frames[0][1:].decode(errors="replace")
+        welcome = self.session.serialize("iopub_welcome", {"subscription": topic})
+        self._outbox.append((Channel.iopub, welcome))

@@ -1,0 +1,88 @@
+"""`input()` and `getpass()` over the stdin channel, from any thread."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import StdinNotImplementedError
+
+from async_kernel.enums import Channel
+from async_kernel.routing import current_parent
+
+if TYPE_CHECKING:
+    from async_kernel.kernel import Kernel
+    from async_kernel.session import Message
+
+__all__ = ("StdinBroker",)
+
+
+class _Waiter:
+    __slots__ = ("event", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: str = ""
+
+
+class StdinBroker:
+    """Sends `input_request`s to the client of the current request and waits for the reply."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._waiters: dict[str, _Waiter] = {}
+
+    def request(self, prompt: str = "", *, password: bool = False) -> str:
+        """Ask the client for a line of input; blocks the calling thread until it answers.
+
+        Raises:
+            StdinNotImplementedError: The request came from a client that does not allow stdin.
+            KeyboardInterrupt: The kernel was interrupted while waiting.
+        """
+        job = current_parent()
+        if job is None or not job.content.get("allow_stdin", False):
+            msg = "input() is not available: the client of this request does not allow stdin"
+            raise StdinNotImplementedError(msg)
+        session = self.kernel.session
+        msg_id = session.new_msg_id()
+        extra: dict[str, Any] = {"msg_id": msg_id}
+        if job.subshell_id:
+            extra["subshell_id"] = job.subshell_id
+        waiter = _Waiter()
+        self._waiters[msg_id] = waiter
+        for stream in self.kernel.streams:
+            stream.flush()
+        frames = session.serialize(
+            "input_request",
+            {"prompt": str(prompt), "password": password},
+            parent=job.msg,
+            idents=job.ident,
+            header_extra=extra,
+        )
+        self.kernel.hub.send(Channel.stdin, frames)
+        try:
+            # Short waits, so that an interrupt delivered to this thread is raised promptly.
+            while not waiter.event.wait(0.05):
+                pass
+        finally:
+            self._waiters.pop(msg_id, None)
+        return waiter.value
+
+    def on_reply(self, msg: Message) -> None:
+        """Hand an `input_reply` to the thread that waits for it (called on the I/O thread)."""
+        waiter = self._waiters.get(msg.parent_header.get("msg_id", ""))
+        if waiter is None and len(self._waiters) == 1:
+            waiter = next(iter(self._waiters.values()))  # a client that sent no parent header
+        if waiter is None:
+            return
+        # JupyterLab and jupyter_console send the value with or without a `status`.
+        waiter.value = str(msg.content.get("value", ""))
+        waiter.event.set()
+
+    def input(self, prompt: object = "") -> str:
+        """The kernel's `builtins.input`."""
+        return self.request(str(prompt), password=False)
+
+    def getpass(self, prompt: str = "Password: ", stream: Any = None) -> str:
+        """The kernel's `getpass.getpass`."""
+        return self.request(prompt, password=True)
