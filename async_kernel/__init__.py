@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ("__version__",)
+from async_kernel.caller import Caller
+from async_kernel.enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel.pending import Pending, PendingCancelled
+
+__all__ = (
+    "Caller",
+    "Channel",
+    "KernelConcurrencyMode",
+    "MsgType",
+    "Pending",
+    "PendingCancelled",
+    "RunMode",
+    "__version__",
+)
 
 __version__ = "0.1.0"

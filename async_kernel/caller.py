@@ -422,8 +422,10 @@ class Caller:
         Workers are reused; one idle for `Caller.worker_idle_timeout` seconds retires.
         """
         worker = self._take_worker(self._backend)
-        pending = worker.call_soon(func, *args, **kwargs)
+        pending: Pending[T] = Pending(func, worker)
+        # Added before the call can finish, so it runs in the worker's thread as the call ends.
         pending.add_done_callback(worker._release)
+        worker._dispatch(pending, worker._spawn, copy_context(), (pending, func, args, kwargs), 0.0)
         return pending
 
     # -- scheduling internals --------------------------------------------------------------

@@ -89,9 +89,9 @@ def load_config(settings: Sequence[str] = (), *, dirs: Sequence[Path] | None = N
     )
 
     config = Config()
+    loaders = ((".py", PyFileConfigLoader), (".json", JSONFileConfigLoader))  # later ones win
     for directory in reversed(config_dirs() if dirs is None else dirs):
-        for loader_class in (PyFileConfigLoader, JSONFileConfigLoader):
-            suffix = ".py" if loader_class is PyFileConfigLoader else ".json"
+        for suffix, loader_class in loaders:
             path = directory / f"{CONFIG_FILE_NAME}{suffix}"
             if not path.is_file():
                 continue

@@ -263,6 +263,8 @@ class RequestHandlers:
                     raw=raw,
                     output=output,
                 )
+                # IPython numbers the current session 0 here; clients need its real number.
+                items = [(s or history.session_number, n, entry) for s, n, entry in items]
             case "search":
                 items = history.search(
                     str(c.get("pattern", "*")),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.interactiveshell import InteractiveShell
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from types import FrameType
 
     import anyio
@@ -67,6 +67,10 @@ class Interrupter:
     """Keeps the running requests and interrupts them on SIGINT or `interrupt_request`."""
 
     def __init__(self) -> None:
+        self.offload: Callable[[Callable[[], object]], object] = lambda fn: threading.Thread(
+            target=fn, name="async_kernel_interrupt", daemon=True
+        ).start()
+        """Runs a function on another thread; the kernel sets it to its control caller."""
         self._running: dict[Job, Running] = {}
         self._lock = threading.Lock()
         self._sleeping: set[int] = set()
@@ -115,6 +119,7 @@ class Interrupter:
         targets, self._targets = self._targets, None
         main_in_code = _runs_user_code(frame)
         raise_here = False
+        elsewhere: list[Running] = []
         for running in self.running():
             if targets is not None and running.job not in targets:
                 continue
@@ -122,7 +127,11 @@ class Interrupter:
                 running.job.state["interrupted"] = True
                 raise_here = True
             else:
-                self.interrupt_elsewhere(running)
+                elsewhere.append(running)
+        if elsewhere:
+            # Cancelling from another thread wakes this thread's loop, which a signal
+            # handler running inside the loop's own select() could not do.
+            self.offload(lambda: [self.interrupt_elsewhere(r) for r in elsewhere])
         if raise_here:
             raise KeyboardInterrupt
 

@@ -84,6 +84,7 @@ class Kernel(SingletonConfigurable, RequestHandlers):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        Kernel._instance = self  # `Kernel.instance()` and `get_kernel()` find the running kernel
         self.connection = (
             read_connection_file(self.connection_file) if self.connection_file else None
         )
@@ -143,6 +144,7 @@ class Kernel(SingletonConfigurable, RequestHandlers):
             self.control_caller = Caller.start_new(
                 name="Control", backend=self.backend, protected=True
             )  # pyright: ignore[reportArgumentType]
+            self.interrupter.offload = self.control_caller.call_direct
             self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)  # pyright: ignore[reportArgumentType]
             self._setup_output()
             self._setup_shell()

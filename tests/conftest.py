@@ -1,11 +1,72 @@
-"""Shared fixtures: every async test runs on asyncio and on trio."""
+"""Shared fixtures.
+
+* Every `@pytest.mark.anyio` test runs on asyncio and on trio.
+* Before collection, kernelspecs `async` (asyncio) and `async-trio` are installed into a
+  temporary prefix that `JUPYTER_PATH` points at, and IPython gets a temporary profile dir, so
+  protocol tests start real kernel processes through `jupyter_client` without touching the
+  user's Jupyter or IPython setup.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pytest
+
+from async_kernel import kernelspec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from jupyter_client.blocking.client import BlockingKernelClient
+    from jupyter_client.manager import KernelManager
+
+KERNEL_NAMES = ("async", "async-trio")
+"""The kernelspecs the tests install: one per backend."""
+
+_tmp: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the test kernelspecs and isolate Jupyter and IPython dirs."""
+    global _tmp
+    _tmp = Path(tempfile.mkdtemp(prefix="async-kernel-tests-"))
+    prefix = _tmp / "prefix"
+    kernelspec.install("async", prefix=prefix, display_name="async-kernel (tests)")
+    kernelspec.install(
+        "async-trio", prefix=prefix, backend="trio", display_name="async-kernel trio (tests)"
+    )
+    os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    os.environ["IPYTHONDIR"] = str(_tmp / "ipython")
+    os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
+    os.environ.setdefault("JUPYTER_RUNTIME_DIR", str(_tmp / "runtime"))
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the temporary dirs."""
+    if _tmp is not None:
+        shutil.rmtree(_tmp, ignore_errors=True)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run each `@pytest.mark.anyio` test on both backends."""
     return request.param
+
+
+@pytest.fixture(params=KERNEL_NAMES, scope="module")
+def kernel(request: pytest.FixtureRequest) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A running kernel process (asyncio and trio) and a connected blocking client."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=60)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
