@@ -9,6 +9,7 @@ work and returns a `Pending`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -16,7 +17,7 @@ import math
 import threading
 from collections import deque
 from contextvars import copy_context
-from inspect import isawaitable
+from inspect import isawaitable, iscoroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import anyio
@@ -29,9 +30,8 @@ except ImportError:  # pragma: no cover - AnyIO then detects asyncio without it
 from async_kernel.pending import Pending
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
     from contextvars import Context
-    from types import TracebackType
 
     from anyio.abc import TaskGroup, TaskStatus
 
@@ -177,9 +177,9 @@ class Caller:
             protected: Refuse `stop()` without `force=True`.
 
         Raises:
-            ValueError: A live caller already has that name.
+            ValueError: A running caller already has that name.
         """
-        if name is not None and any(c.name == name for c in cls.all_callers(running_only=False)):
+        if name is not None and any(c.name == name for c in cls.all_callers()):
             msg = f"A caller named {name!r} already exists; pick another name or stop it first."
             raise ValueError(msg)
         if backend is None:
@@ -196,20 +196,40 @@ class Caller:
         return caller
 
     @classmethod
-    def attach(cls, *, name: str | None = None, protected: bool = False) -> _Attachment:
-        """Return an async context manager that makes the running loop this thread's caller.
+    @contextlib.asynccontextmanager
+    async def attach(
+        cls, *, name: str | None = None, protected: bool = False
+    ) -> AsyncGenerator[Caller]:
+        """Make the running loop this thread's caller for the duration of an `async with` block.
 
         Use it inside a running AnyIO loop: `async with Caller.attach(name="Control") as caller:`.
-        The caller serves calls for the duration of the block; on exit it stops accepting
-        calls, cancels what it still runs and is unregistered.
+        On exit the caller stops accepting calls, cancels what it still runs and is unregistered.
+
+        Raises:
+            RuntimeError: This thread already runs a caller.
         """
+        if threading.get_ident() in _registry:
+            msg = f"Thread {threading.current_thread().name!r} already runs a Caller."
+            raise RuntimeError(msg)
+        thread_name = threading.current_thread().name
         caller = cls._create(
-            name or threading.current_thread().name,
-            _current_backend(),
-            protected=protected,
-            worker=False,
+            name or thread_name, _current_backend(), protected=protected, worker=False
         )
-        return _Attachment(caller)
+        # Entered by hand so that an exception of the block reaches the caller of `attach` as
+        # it is, not wrapped in the task group's exception group.
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(caller._serve)
+        except BaseException as exc:
+            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        try:
+            yield caller
+        finally:
+            caller._closed = True
+            caller._cancel_all()
+            await tg.__aexit__(None, None, None)
 
     def _launch(self) -> None:
         thread = threading.Thread(target=self._thread_main, name=self._name, daemon=True)
@@ -223,6 +243,7 @@ class Caller:
         except BaseException:
             _log.exception("The event loop of %r failed", self)
         finally:
+            self._deactivate()  # again, in case the loop failed before `_serve` ran
             if self._ready is not None:
                 self._ready.set()
 
@@ -311,12 +332,13 @@ class Caller:
 
     @classmethod
     def get_instance(cls, name: str) -> Caller:
-        """Return the live caller called `name`.
+        """Return the caller called `name` (a running one, if one that is stopping has it too).
 
         Raises:
             KeyError: No live caller has that name.
         """
-        for caller in cls.all_callers(running_only=False):
+        callers = cls.all_callers(running_only=False)
+        for caller in sorted(callers, key=lambda c: not c.running):
             if caller.name == name:
                 return caller
         msg = f"No caller named {name!r}; `Caller.all_callers()` lists the live ones."
@@ -447,15 +469,18 @@ class Caller:
             pending.set_cancelled(_STOPPED)
 
     def _dispatch(self, pending: Pending[Any], fn: Callable[..., object], /, *args: Any) -> None:
-        """Call `fn(*args)` on the loop: right away on the loop's own thread, else via `_schedule`.
+        """Like `_schedule`, but on the loop's own thread call `fn(*args)` right away.
 
         Only for `fn`s that start tasks: user code must never run inside a scheduling method.
         """
+        self._check_open()
         if self._ident == threading.get_ident() and self._tg is not None:
-            self._check_open()
             fn(*args)
-        else:
-            self._schedule(pending, fn, *args)
+            return
+        try:
+            self._threadsafe(fn, *args)
+        except Exception:  # the loop closed in the meantime
+            pending.set_cancelled(_STOPPED)
 
     def _submit(self, fn: Callable[..., object], /, *args: Any) -> None:
         """Have the loop call `fn(*args)` soon, if it still runs (for internal callbacks)."""
@@ -479,16 +504,27 @@ class Caller:
         self._threadsafe(fn, *args)
 
     def _spawn(self, ctx: Context, call: _Call, delay: float) -> None:
-        if self._closed or self._tg is None:
+        if call[0].done():
+            return
+        if not self._start_task(ctx, self._run, call, delay):
             call[0].set_cancelled(_STOPPED)
-        elif not call[0].done():
-            self._start_task(ctx, self._run, call, delay)
 
     def _start_task(
         self, ctx: Context, fn: Callable[..., Coroutine[Any, Any, object]], /, *args: Any
-    ) -> None:
-        """Start `fn(*args)` in the task group; the task runs in a copy of `ctx`."""
-        ctx.run(self._start_in_context, fn, args)
+    ) -> bool:
+        """Start `fn(*args)` in the task group, running in a copy of `ctx`; False if closed.
+
+        Runs on the loop's thread, often in a scheduler callback: it must never raise (a trio
+        `run_sync_soon` callback that raises crashes the loop).
+        """
+        if self._closed or self._tg is None:
+            return False
+        try:
+            ctx.run(self._start_in_context, fn, args)
+        except RuntimeError:  # the task group is closing
+            _log.debug("%r could not start %r", self, fn, exc_info=True)
+            return False
+        return True
 
     def _start_in_context(
         self, fn: Callable[..., Coroutine[Any, Any, object]], args: tuple[Any, ...]
@@ -513,11 +549,9 @@ class Caller:
             return
         if not isawaitable(result):
             pending.set_result(result)
-        elif self._tg is not None and not pending.done():
-            self._start_task(ctx, self._run, (pending, _await, (result,), {}), 0.0)
-        else:
-            if hasattr(result, "close"):
-                result.close()  # pyright: ignore[reportAttributeAccessIssue]
+        elif not self._start_task(ctx, self._run, (pending, _await, (result,), {}), 0.0):
+            if iscoroutine(result):
+                result.close()
             pending.set_cancelled(_STOPPED)
 
     async def _run(self, call: _Call, delay: float) -> None:
@@ -551,11 +585,11 @@ class Caller:
                     del self._queues[key]
                     return
                 ctx, call = queue.popleft()
-            if self._closed or self._tg is None:
-                call[0].set_cancelled(_STOPPED)
-            elif not call[0].done():
-                self._start_task(ctx, self._run_queued, key, queue, call)
+            if call[0].done():
+                continue
+            if self._start_task(ctx, self._run_queued, key, queue, call):
                 return
+            call[0].set_cancelled(_STOPPED)
 
     async def _run_queued(self, key: object, queue: deque[Any], call: _Call) -> None:
         try:
@@ -609,42 +643,6 @@ class Caller:
                 self.stop()
                 return
             self._idle_scope = anyio.CancelScope(deadline=deadline)
-
-
-class _Attachment:
-    """The async context manager returned by `Caller.attach()`."""
-
-    __slots__ = ("_caller", "_tg")
-
-    def __init__(self, caller: Caller) -> None:
-        self._caller = caller
-        self._tg: TaskGroup | None = None
-
-    async def __aenter__(self) -> Caller:
-        if threading.get_ident() in _registry:
-            msg = f"Thread {threading.current_thread().name!r} already runs a Caller."
-            raise RuntimeError(msg)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        try:
-            await self._tg.start(self._caller._serve)
-        except BaseException as exc:
-            await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self._caller
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        caller = self._caller
-        caller._closed = True
-        caller._cancel_all()
-        if self._tg is not None:
-            # The block's own exception is not the task group's business: let it propagate as is.
-            await self._tg.__aexit__(None, None, None)
 
 
 def get_caller(name: str | None = None) -> Caller:

@@ -278,8 +278,7 @@ def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list
     # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
     from async_kernel.kernel import Kernel
 
-    result = Kernel(config=config, connection_file=connection_file).run()
-    return 0 if result is None else int(result)
+    return Kernel(config=config, connection_file=connection_file).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,11 +31,18 @@ def _ok(**content: Any) -> dict[str, Any]:
 
 
 class RequestHandlers:
-    """The request handlers of `Kernel`, named exactly like the message types."""
+    """What the kernel does for each request: methods named exactly like the message types.
+
+    Args:
+        kernel: The kernel whose shell, sockets and state the handlers use.
+    """
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
 
     # --- information -----------------------------------------------------------------------
 
-    def kernel_info_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def kernel_info_request(self, job: Job) -> dict[str, Any]:
         """Describe the kernel, its language and its features."""
         return _ok(
             protocol_version=PROTOCOL_VERSION,
@@ -51,7 +58,7 @@ class RequestHandlers:
                 "file_extension": ".py",
             },
             banner=f"Python {sys.version.split()[0]}, IPython {IPython.__version__}, "
-            f"async-kernel {__version__} ({self.backend})\n",
+            f"async-kernel {__version__} ({self.kernel.backend})\n",
             help_links=[
                 {"text": "Python Reference", "url": "https://docs.python.org/3/"},
                 {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
@@ -60,37 +67,40 @@ class RequestHandlers:
             debugger=False,
         )
 
-    def comm_info_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def comm_info_request(self, job: Job) -> dict[str, Any]:
         """List the open comms, optionally of one target."""
-        return _ok(comms=self.comm_manager.comm_info(job.content.get("target_name")))
+        return _ok(comms=self.kernel.comm_manager.comm_info(job.content.get("target_name")))
 
     # --- execution -------------------------------------------------------------------------
 
-    async def execute_request(self: Kernel, job: Job) -> dict[str, Any]:
+    async def execute_request(self, job: Job) -> dict[str, Any]:
         """Run a cell and reply with its status, count, user expressions and payloads."""
         c = job.content
-        shell = self.shell
+        shell = self.kernel.shell
         silent = bool(c.get("silent", False))
         store_history = bool(c.get("store_history", not silent)) and not silent
         count = shell.next_execution_count(job.subshell_id, advance=store_history)
         job.state["execution_count"] = count
         started = utcnow_iso()
-        job.state["reply_metadata"] = metadata = {
+        metadata: dict[str, Any] = {
             "started": started,
             "dependencies_met": True,
-            "engine": self.session.session_id,
+            "engine": self.kernel.session.session_id,
         }
-        if self.is_aborted(job):
+        job.state["reply_metadata"] = metadata
+        if self.kernel.is_aborted(job):
             metadata["status"] = "aborted"
             return {"status": "aborted", "execution_count": count}
         code = str(c.get("code", ""))
         job.state["suppress_error"] = self._suppressed(job)
         if not silent:
-            self.publish("execute_input", {"code": code, "execution_count": count}, parent=job)
+            self.kernel.publish(
+                "execute_input", {"code": code, "execution_count": count}, parent=job
+            )
         if job.channel is Channel.shell and job.subshell_id is None:
             routing.set_latest_execute(job)
         error = await self._run_cell(job, code, store_history=store_history, silent=silent)
-        self.flush_output()
+        self.kernel.flush_output()
         if error is None:
             expressions = c.get("user_expressions") or {}
             reply = _ok(
@@ -101,32 +111,32 @@ class RequestHandlers:
         else:
             reply = {"status": "error", "execution_count": count, **error}
             if self._suppressed(job):
-                self.publish(
+                self.kernel.publish(
                     "stream", {"name": "stderr", "text": f"{error['ename']} (suppressed)\n"}
                 )
                 reply = _ok(execution_count=count, user_expressions={}, payload=[])
             elif c.get("stop_on_error", True) and not self._raises_allowed(job):
-                self.abort_queued(job)
+                self.kernel.abort_queued(job)
         metadata["status"] = reply["status"]
         return reply
 
     async def _run_cell(
-        self: Kernel, job: Job, code: str, *, store_history: bool, silent: bool
+        self, job: Job, code: str, *, store_history: bool, silent: bool
     ) -> dict[str, Any] | None:
         """Run `code` interruptibly; return the error content, or None if it succeeded."""
         caller = Caller()
         result = None
         with anyio.CancelScope() as scope:
             running = Running(job, threading.get_ident(), caller, scope, threading.Event())
-            self.interrupter.add(running)
+            self.kernel.interrupter.add(running)
             timer = self._arm_timeout(job)
             try:
                 transformed, preprocessing_error = code, None
                 try:
-                    transformed = self.shell.transform_cell(code)
+                    transformed = self.kernel.shell.transform_cell(code)
                 except Exception:
                     preprocessing_error = sys.exc_info()
-                result = await self.shell.run_cell_async(
+                result = await self.kernel.shell.run_cell_async(
                     code,
                     store_history=store_history,
                     silent=silent,
@@ -135,13 +145,13 @@ class RequestHandlers:
                     cell_id=job.msg.metadata.get("cellId"),
                 )
             finally:
-                self.interrupter.remove(job)
+                self.kernel.interrupter.remove(job)
                 if timer is not None:
                     timer.cancel()
         if job.state.get("interrupted"):
             described = Interrupter.describe(job)
             if scope.cancelled_caught or "error" not in job.state:
-                self.publish("error", described)
+                self.kernel.publish("error", described)
                 return described
             error = job.state["error"]
             return error
@@ -155,7 +165,7 @@ class RequestHandlers:
             error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
         return error
 
-    def _arm_timeout(self: Kernel, job: Job) -> Any:
+    def _arm_timeout(self, job: Job) -> Any:
         """Interrupt `job` if it runs longer than its metadata `timeout` (or tag `timeout=N`)."""
         meta = job.msg.metadata
         timeout = meta.get("timeout")
@@ -172,24 +182,24 @@ class RequestHandlers:
 
         def expire() -> None:
             job.state["timeout_hit"] = timeout
-            self.interrupter.request([job])
+            self.kernel.interrupter.request([job])
 
-        return self.control_caller.call_later(seconds, expire)
+        return self.kernel.control_caller.call_later(seconds, expire)
 
     @staticmethod
     def _tags(job: Job) -> list[str]:
         tags = job.msg.metadata.get("tags") or []
         return [t for t in tags if isinstance(t, str)]
 
-    def _suppressed(self: Kernel, job: Job) -> bool:
+    def _suppressed(self, job: Job) -> bool:
         return "suppress-error" in self._tags(job)
 
-    def _raises_allowed(self: Kernel, job: Job) -> bool:
+    def _raises_allowed(self, job: Job) -> bool:
         return "raises-exception" in self._tags(job)
 
     # --- introspection ---------------------------------------------------------------------
 
-    def complete_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def complete_request(self, job: Job) -> dict[str, Any]:
         """Complete the code at the cursor."""
         from IPython.core.completer import provisionalcompleter, rectify_completions
 
@@ -197,7 +207,7 @@ class RequestHandlers:
         cursor = job.content.get("cursor_pos")
         cursor = len(code) if cursor is None else int(cursor)
         with provisionalcompleter():
-            raw = self.shell.Completer.completions(code, cursor)  # pyright: ignore[reportOptionalMemberAccess]
+            raw = self.kernel.shell.Completer.completions(code, cursor)  # pyright: ignore[reportOptionalMemberAccess]
             completions = list(rectify_completions(code, raw))
         start = completions[0].start if completions else cursor
         end = completions[0].end if completions else cursor
@@ -218,7 +228,7 @@ class RequestHandlers:
             metadata={"_jupyter_types_experimental": types},
         )
 
-    def inspect_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def inspect_request(self, job: Job) -> dict[str, Any]:
         """Describe the object at the cursor (`obj?` / Shift+Tab)."""
         from IPython.utils.tokenutil import token_at_cursor
 
@@ -226,28 +236,28 @@ class RequestHandlers:
         cursor = job.content.get("cursor_pos")
         name = token_at_cursor(code, len(code) if cursor is None else int(cursor))
         try:
-            data = self.shell.object_inspect_mime(
+            data = self.kernel.shell.object_inspect_mime(
                 name, detail_level=int(job.content.get("detail_level", 0))
             )
         except KeyError:
             return _ok(found=False, data={}, metadata={})
-        if not self.shell.enable_html_pager:
+        if not self.kernel.shell.enable_html_pager:
             data.pop("text/html", None)
         return _ok(found=True, data=data, metadata={})
 
-    def is_complete_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def is_complete_request(self, job: Job) -> dict[str, Any]:
         """Say whether the code is complete, incomplete (with the indent) or invalid."""
         code = str(job.content.get("code", ""))
-        status, indent = self.shell.input_transformer_manager.check_complete(code)
+        status, indent = self.kernel.shell.input_transformer_manager.check_complete(code)
         content: dict[str, Any] = {"status": status}
         if status == "incomplete":
             content["indent"] = " " * (indent or 0)
         return content
 
-    def history_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def history_request(self, job: Job) -> dict[str, Any]:
         """Return past input (and output): the tail, a range, or a search."""
         c = job.content
-        history = self.shell.history_manager
+        history = self.kernel.shell.history_manager
         assert history is not None
         raw, output = bool(c.get("raw", True)), bool(c.get("output", False))
         match c.get("hist_access_type", "tail"):
@@ -280,17 +290,17 @@ class RequestHandlers:
 
     # --- comms -----------------------------------------------------------------------------
 
-    def comm_open(self: Kernel, job: Job) -> None:
+    def comm_open(self, job: Job) -> None:
         """The client opens a comm: call its target."""
-        self.comm_manager.comm_open(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
+        self.kernel.comm_manager.comm_open(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
 
-    def comm_msg(self: Kernel, job: Job) -> None:
+    def comm_msg(self, job: Job) -> None:
         """A message for an open comm."""
-        self.comm_manager.comm_msg(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
+        self.kernel.comm_manager.comm_msg(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
 
-    def comm_close(self: Kernel, job: Job) -> None:
+    def comm_close(self, job: Job) -> None:
         """The client closes a comm."""
-        self.comm_manager.comm_close(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
+        self.kernel.comm_manager.comm_close(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
 
     @staticmethod
     def _comm_msg_dict(job: Job) -> dict[str, Any]:
@@ -307,18 +317,18 @@ class RequestHandlers:
 
     # --- control ---------------------------------------------------------------------------
 
-    def interrupt_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def interrupt_request(self, job: Job) -> dict[str, Any]:
         """Interrupt every running cell."""
-        self.interrupter.request()
+        self.kernel.interrupter.request()
         return _ok()
 
-    def shutdown_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def shutdown_request(self, job: Job) -> dict[str, Any]:
         """Reply, then stop the kernel (the client restarts it when `restart` is true)."""
         restart = bool(job.content.get("restart", False))
-        job.state["after_reply"] = self.stop
+        job.state["after_reply"] = self.kernel.stop
         return _ok(restart=restart)
 
-    def debug_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def debug_request(self, job: Job) -> dict[str, Any]:
         """The debugger is not part of async-kernel: say so (kernel_info says `debugger: false`)."""
         return {
             "status": "error",
@@ -327,15 +337,15 @@ class RequestHandlers:
             "traceback": [],
         }
 
-    def create_subshell_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def create_subshell_request(self, job: Job) -> dict[str, Any]:
         """Create a subshell and return its id."""
-        return _ok(subshell_id=self.subshells.create())
+        return _ok(subshell_id=self.kernel.subshells.create())
 
-    def delete_subshell_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def delete_subshell_request(self, job: Job) -> dict[str, Any]:
         """Delete a subshell."""
-        self.subshells.delete(str(job.content.get("subshell_id", "")))
+        self.kernel.subshells.delete(str(job.content.get("subshell_id", "")))
         return _ok()
 
-    def list_subshell_request(self: Kernel, job: Job) -> dict[str, Any]:
+    def list_subshell_request(self, job: Job) -> dict[str, Any]:
         """List the subshells."""
-        return _ok(subshell_id=self.subshells.ids())
+        return _ok(subshell_id=self.kernel.subshells.ids())

@@ -46,7 +46,7 @@ log = logging.getLogger("async_kernel")
 _UNSET: Any = object()
 
 
-class Kernel(SingletonConfigurable, RequestHandlers):
+class Kernel(SingletonConfigurable):
     """A Jupyter kernel for Python that handles requests concurrently."""
 
     connection_file = Unicode("", help="The connection file written by the launcher.").tag(
@@ -94,6 +94,7 @@ class Kernel(SingletonConfigurable, RequestHandlers):
         self.interrupter = Interrupter()
         self.stdin = StdinBroker(self)
         self.subshells = SubshellManager(self.backend)
+        self.handlers = RequestHandlers(self)
         self.dispatcher = Dispatcher(self.run_job, self._caller_for, self._blocking_caller_for)
         self.streams: list[OutStream] = []
         self._captures: list[FDCapture] = []
@@ -172,7 +173,7 @@ class Kernel(SingletonConfigurable, RequestHandlers):
                     capture = FDCapture(fd, stream)
                     capture.start()
                     self._captures.append(capture)
-                    if fd == 2:
+                    if fd == 2 and capture.original_fd is not None:
                         log_stream = os.fdopen(os.dup(capture.original_fd), "w", buffering=1)
         handler = logging.StreamHandler(log_stream)
         handler.setFormatter(
@@ -303,7 +304,7 @@ class Kernel(SingletonConfigurable, RequestHandlers):
 
     async def handle(self, job: Job) -> dict[str, Any] | None:
         """Call the handler named like the request's msg_type and return its reply content."""
-        handler = getattr(self, MsgType(job.msg_type).value)
+        handler = getattr(self.handlers, MsgType(job.msg_type).value)
         result = handler(job)
         if hasattr(result, "__await__"):
             result = await result

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from async_kernel.job import Job, current_job
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator
 
 __all__ = (
     "ThreadParentPolicy",
@@ -89,7 +89,7 @@ def reset_thread_parent(token: _Token) -> None:
 
 
 @contextlib.contextmanager
-def output_to(parent: Job | None) -> Iterator[Job | None]:
+def output_to(parent: Job | None) -> Generator[Job | None]:
     """Route all output of this block, in this thread and context, to `parent`.
 
     Example:

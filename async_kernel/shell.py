@@ -130,7 +130,8 @@ class RequestPayloadManager(PayloadManager):
 
     @property
     def _fallback(self) -> list[dict[str, Any]]:
-        return self.__dict__.setdefault("_fallback_list", [])
+        fallback: list[dict[str, Any]] = self.__dict__.setdefault("_fallback_list", [])  # pyright: ignore[reportAttributeAccessIssue]
+        return fallback
 
     def write_payload(self, data: dict[str, Any], single: bool = True) -> None:
         """Add a payload to the current request's reply (replacing one of the same source)."""
@@ -162,7 +163,8 @@ class AsyncInteractiveShell(InteractiveShell):
     def __init__(self, **kwargs: Any) -> None:
         self._counts: dict[str | None, int] = {None: 1}
         super().__init__(**kwargs)
-        self.payload_manager = RequestPayloadManager(parent=self)
+        self.payloads = RequestPayloadManager(parent=self)
+        self.payload_manager = self.payloads
         self.autoawait = True
         self.displayhook.kernel = self.kernel  # pyright: ignore[reportAttributeAccessIssue]
         self.display_pub.kernel = self.kernel  # pyright: ignore[reportAttributeAccessIssue]
@@ -226,17 +228,12 @@ class AsyncInteractiveShell(InteractiveShell):
 
     def set_next_input(self, s: str, replace: bool = False) -> None:
         """Ask the client to put `s` in the next input cell."""
-        self.payload_manager.write_payload(  # pyright: ignore[reportOptionalMemberAccess]
-            {"source": "set_next_input", "text": s, "replace": replace}
-        )
+        self.payloads.write_payload({"source": "set_next_input", "text": s, "replace": replace})
 
     def ask_exit(self) -> None:
         """`exit` in a cell: ask the client to close (the kernel keeps running if it says so)."""
         self.exit_now = True
-        keep = bool(self.__dict__.pop("_keep_kernel_on_exit", False))
-        self.payload_manager.write_payload(  # pyright: ignore[reportOptionalMemberAccess]
-            {"source": "ask_exit", "keepkernel": keep}
-        )
+        self.payloads.write_payload({"source": "ask_exit", "keepkernel": False})
 
     def enable_gui(self, gui: str | None = None) -> None:
         """GUI event loops are not integrated; only `None` (inline) is accepted."""

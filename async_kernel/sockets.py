@@ -187,7 +187,6 @@ class SocketHub:
             self._stopped.set()
 
     def _clear_wake(self) -> None:
-        self._wake_pending = False  # cleared before the outbox is drained: no lost wake-up
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -196,6 +195,10 @@ class SocketHub:
         except OSError as e:  # pragma: no cover - the pipe was closed
             if e.errno != errno.EBADF:
                 raise
+        # Cleared after the pipe is read and before the outbox is drained: a writer that saw
+        # the flag still set appended before the drain, and one that sees it clear wakes us
+        # again. (Clearing it before the read could swallow a wake-up and strand the flag.)
+        self._wake_pending = False
 
     def _flush_outbox(self, socks: dict[Channel, zmq.Socket[bytes]]) -> None:
         outbox = self._outbox

@@ -1,0 +1,77 @@
+"""The kernel's IPython magics: `%callers` lists the live callers as a rich table."""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from rich.console import Console
+from rich.table import Table
+
+from async_kernel.caller import Caller
+
+__all__ = ("CallersTable", "KernelMagics")
+
+# A fragment, not rich's default full page: it is embedded in a notebook's output area.
+_HTML_FORMAT = (
+    "<pre style=\"font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace;"
+    'line-height:normal">{code}</pre>'
+)
+
+
+class CallersTable:
+    """A snapshot of the live callers that renders as text and as HTML."""
+
+    def __init__(self, callers: list[Caller] | None = None) -> None:
+        """Take the snapshot.
+
+        Args:
+            callers: The callers to show; all registered callers by default.
+        """
+        self.callers = Caller.all_callers(running_only=False) if callers is None else callers
+        self.current = threading.get_ident()
+
+    def table(self) -> Table:
+        """Return the rich table: one row per caller, the current thread's marked with ▶."""
+        table = Table(title="Callers (▶ = this thread)")
+        for column in ("", "name", "backend", "running", "protected", "thread"):
+            table.add_column(column)
+        for caller in sorted(self.callers, key=lambda c: c.name):
+            here = caller.ident == self.current
+            table.add_row(
+                "▶" if here else "",
+                caller.name,
+                caller.backend,
+                "yes" if caller.running else "no",
+                "yes" if caller.protected else "no",
+                str(caller.ident),
+                style="bold" if here else None,
+            )
+        return table
+
+    def _console(self) -> Console:
+        console = Console(record=True, file=io.StringIO(), width=100, color_system="truecolor")
+        console.print(self.table())
+        return console
+
+    def __repr__(self) -> str:
+        return self._console().export_text()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        console = self._console()
+        return {
+            "text/plain": console.export_text(clear=False),
+            "text/html": console.export_html(inline_styles=True, code_format=_HTML_FORMAT),
+        }
+
+
+@magics_class
+class KernelMagics(Magics):
+    """Magics that look into the kernel's machinery."""
+
+    @line_magic
+    def callers(self, line: str = "") -> CallersTable:
+        """Show the live callers: name, backend, running, protected, and ▶ for this thread's."""
+        return CallersTable()
