@@ -422,7 +422,8 @@ class Caller:
         """Run `func` after the earlier queued calls of the same function (by `==`) finished.
 
         Calls of one function run one at a time, in the order `queue_call` accepted them;
-        calls of different functions run concurrently.
+        calls of different functions run concurrently. `func` must be hashable (equal bound
+        methods of one object share a queue).
         """
         pending: Pending[T] = Pending(func, self)
         item = (copy_context(), (pending, func, args, kwargs))

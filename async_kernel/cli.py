@@ -278,7 +278,8 @@ def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list
     # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
     from async_kernel.kernel import Kernel
 
-    return Kernel(config=config, connection_file=connection_file).run()
+    result: int | None = Kernel(config=config, connection_file=connection_file).run()
+    return result or 0
 
 
 def main(argv: list[str] | None = None) -> int:

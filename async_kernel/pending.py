@@ -144,7 +144,8 @@ class Pending(Generic[T]):
             RuntimeError: As for `result()`.
         """
         if self._state is _State.pending:
-            self._check_not_own_thread()
+            if timeout is None or timeout > 0:  # a zero timeout only polls: no deadlock
+                self._check_not_own_thread()
             event = self._get_event()
             if event is not None:
                 event.wait(timeout)
@@ -163,7 +164,8 @@ class Pending(Generic[T]):
     def add_done_callback(self, fn: Callable[[Pending[T]], object]) -> None:
         """Call `fn(self)` when done: at once if it already is, else in the completing thread.
 
-        An exception raised by `fn` is logged, never propagated.
+        Callbacks run before waiters wake up. An exception raised by `fn` is logged, never
+        propagated.
         """
         with _lock:
             if self._state is _State.pending:
