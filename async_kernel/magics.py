@@ -1,4 +1,4 @@
-"""The kernel's IPython magics: `%callers` lists the live callers as a rich table."""
+"""The kernel's IPython magics: `%callers` lists the live callers, `%subshell` the subshells."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from async_kernel.caller import Caller
 
-__all__ = ("CallersTable", "KernelMagics")
+__all__ = ("CallersTable", "KernelMagics", "SubshellInfo")
 
 # A fragment, not rich's default full page: it is embedded in a notebook's output area.
 _HTML_FORMAT = (
@@ -67,6 +67,25 @@ class CallersTable:
         }
 
 
+class SubshellInfo:
+    """Which subshell the current code runs in, and the kernel's subshells."""
+
+    def __init__(self, current: str | None, subshells: list[str]) -> None:
+        """Take the snapshot.
+
+        Args:
+            current: The id of the current subshell, or None in the main shell.
+            subshells: The ids of all subshells.
+        """
+        self.current = current
+        self.subshells = subshells
+
+    def __repr__(self) -> str:
+        lines = [f"current: {self.current or 'main shell'}", f"subshells: {len(self.subshells)}"]
+        lines += [f"  {'▶' if sid == self.current else ' '} {sid}" for sid in self.subshells]
+        return "\n".join(lines)
+
+
 @magics_class
 class KernelMagics(Magics):
     """Magics that look into the kernel's machinery."""
@@ -75,3 +94,16 @@ class KernelMagics(Magics):
     def callers(self, line: str = "") -> CallersTable:
         """Show the live callers: name, backend, running, protected, and ▶ for this thread's."""
         return CallersTable()
+
+    @line_magic
+    def subshell(self, line: str = "") -> SubshellInfo:
+        """Show the subshell this cell runs in (or the main shell) and list all subshells."""
+        from async_kernel.job import get_job
+        from async_kernel.utils import get_kernel
+
+        job = get_job()
+        try:
+            ids = get_kernel().subshells.ids()
+        except RuntimeError:  # not inside a kernel (e.g. a plain IPython)
+            ids = []
+        return SubshellInfo(job.subshell_id if job is not None else None, ids)

@@ -40,7 +40,7 @@ def callers() -> Iterator[tuple[Caller, Caller]]:
 
 
 def test_all_is_declared() -> None:
-    assert set(async_kernel.magics.__all__) == {"CallersTable", "KernelMagics"}
+    assert set(async_kernel.magics.__all__) == {"CallersTable", "KernelMagics", "SubshellInfo"}
 
 
 def test_callers_renders_text_and_html(
@@ -81,3 +81,14 @@ def test_stopped_callers_disappear(shell: InteractiveShell) -> None:
     assert caller.thread is not None
     caller.thread.join(TIMEOUT)
     assert "magic-gone" not in repr(shell.run_line_magic("callers", ""))
+
+
+def test_subshell_info_lists_and_marks_the_current_subshell() -> None:
+    from async_kernel.magics import SubshellInfo
+
+    text = repr(SubshellInfo("b", ["a", "b"]))
+    assert "current: b" in text
+    assert "subshells: 2" in text
+    assert "▶ b" in text
+    assert "▶ a" not in text
+    assert "current: main shell" in repr(SubshellInfo(None, []))
