@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import IPython
+from IPython.core.history import HistoryAccessor
 
 from async_kernel import __version__, routing
 from async_kernel.caller import Caller
@@ -79,7 +80,9 @@ class RequestHandlers:
         shell = self.kernel.shell
         silent = bool(c.get("silent", False))
         store_history = bool(c.get("store_history", not silent)) and not silent
-        count = shell.next_execution_count(job.subshell_id, advance=store_history)
+        aborted = self.kernel.is_aborted(job)
+        # An aborted cell never runs, so it takes no execution count (as in ipykernel).
+        count = shell.next_execution_count(job.subshell_id, advance=store_history and not aborted)
         job.state["execution_count"] = count
         started = utcnow_iso()
         metadata: dict[str, Any] = {
@@ -88,7 +91,7 @@ class RequestHandlers:
             "engine": self.kernel.session.session_id,
         }
         job.state["reply_metadata"] = metadata
-        if self.kernel.is_aborted(job):
+        if aborted:
             metadata["status"] = "aborted"
             return {"status": "aborted", "execution_count": count}
         code = str(c.get("code", ""))
@@ -266,15 +269,16 @@ class RequestHandlers:
                     int(c.get("n") or 10), raw=raw, output=output, include_latest=True
                 )
             case "range":
-                items = history.get_range(
-                    int(c.get("session", 0)),
-                    int(c.get("start", 0)),
-                    c.get("stop"),
-                    raw=raw,
-                    output=output,
+                session = int(c.get("session", 0))
+                if session <= 0:  # 0 is the current session, -1 the one before, ...
+                    session += history.session_number
+                # From the database, where each line is stored under its execution count:
+                # `history.get_range` reads the current session from a list indexed by arrival,
+                # which drifts from the counts once subshells or concurrent cells store input.
+                history.writeout_cache()
+                items = HistoryAccessor.get_range(
+                    history, session, int(c.get("start", 0)), c.get("stop"), raw=raw, output=output
                 )
-                # IPython numbers the current session 0 here; clients need its real number.
-                items = [(s or history.session_number, n, entry) for s, n, entry in items]
             case "search":
                 items = history.search(
                     str(c.get("pattern", "*")),

@@ -106,7 +106,12 @@ class Interrupter:
         The main thread is reached with SIGINT so that blocking code there is interrupted;
         the process group gets it too, so child processes started by a cell stop as well.
         """
-        self._targets = set(jobs) if jobs is not None else None
+        self._targets = targets = set(jobs) if jobs is not None else None
+        # Marked before the signal: a cell whose blocking call the signal ends (its child
+        # process dies of it) may finish before the handler runs in the main thread.
+        for running in self.running():
+            if targets is None or running.job in targets:
+                running.job.state["interrupted"] = True
         main = threading.main_thread().ident
         if main is None:
             return
@@ -127,6 +132,9 @@ class Interrupter:
                 running.job.state["interrupted"] = True
                 raise_here = True
             else:
+                # Marked now, not when the offloaded call runs: a cell whose blocking call ends
+                # because of this very signal (its child process died of it) may finish first.
+                running.job.state["interrupted"] = True
                 elsewhere.append(running)
         if elsewhere:
             # Cancelling from another thread wakes this thread's loop, which a signal
@@ -139,14 +147,19 @@ class Interrupter:
         """Stop a request that is awaiting, or blocking in a thread other than this one."""
         running.job.state["interrupted"] = True
         tid = running.thread_id
-        if tid != threading.get_ident() and _runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
-            if tid in self._sleeping:
-                running.wake.set()
-            else:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(tid), ctypes.py_object(KeyboardInterrupt)
-                )
-            return
+        # Under the lock, so the request cannot finish in between: once it has, its thread may
+        # run the next cell, which must not get this interrupt.
+        with self._lock:
+            if self._running.get(running.job) is not running:
+                return
+            if tid != threading.get_ident() and _runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
+                if tid in self._sleeping:
+                    running.wake.set()
+                else:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(tid), ctypes.py_object(KeyboardInterrupt)
+                    )
+                return
         try:
             running.caller.call_direct(running.scope.cancel)
         except Exception:

@@ -46,6 +46,19 @@ log = logging.getLogger("async_kernel")
 _UNSET: Any = object()
 
 
+def _pid_exists(pid: int) -> bool:
+    """Whether a process `pid` exists (assumed on Windows, where signal 0 is not a probe)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, but belongs to someone else
+        return True
+    return True
+
+
 class Kernel(SingletonConfigurable):
     """A Jupyter kernel for Python that handles requests concurrently."""
 
@@ -212,14 +225,21 @@ class Kernel(SingletonConfigurable):
             self.shell.history_manager.end_session()  # pyright: ignore[reportOptionalMemberAccess]
 
     async def _watch_parent(self) -> None:
-        """Stop when the process that launched the kernel is gone."""
+        """Stop when the process that launched the kernel is gone.
+
+        Gone means the parent changed, or the launcher that jupyter_client names in
+        `JPY_PARENT_PID` no longer exists: it can die before this watch begins, when the kernel
+        already has a new parent.
+        """
         parent = os.getppid()
+        named = os.environ.get("JPY_PARENT_PID", "")
+        launcher = int(named) if named.isdigit() and int(named) not in (0, 1, parent) else None
         while True:
-            await anyio.sleep(1)
-            if os.getppid() != parent:
-                log.warning("the parent process %s is gone: stopping", parent)
+            if os.getppid() != parent or (launcher is not None and not _pid_exists(launcher)):
+                log.warning("the parent process %s is gone: stopping", launcher or parent)
                 self.stop()
                 return
+            await anyio.sleep(1)
 
     def stop(self, exit_code: int = 0) -> None:
         """Ask the kernel to stop (from any thread)."""

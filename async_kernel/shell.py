@@ -13,6 +13,7 @@ from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
+from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from IPython.core.payload import PayloadManager
 from traitlets import Any as AnyTrait
@@ -25,6 +26,7 @@ __all__ = (
     "AsyncInteractiveShell",
     "KernelDisplayHook",
     "KernelDisplayPublisher",
+    "KernelHistoryManager",
     "RequestPayloadManager",
 )
 
@@ -149,6 +151,26 @@ class RequestPayloadManager(PayloadManager):
         self._payloads().clear()
 
 
+class KernelHistoryManager(HistoryManager):
+    """IPython's history, kept for the main shell only.
+
+    History lines are numbered by execution count, and each subshell counts on its own, so a
+    subshell's cells would collide with the main shell's lines; they are not stored.
+    """
+
+    def store_inputs(self, line_num: int, source: str, source_raw: str | None = None) -> None:
+        """Store a main-shell cell's input."""
+        job = current_job.get()
+        if job is None or job.subshell_id is None:
+            super().store_inputs(line_num, source, source_raw)
+
+    def store_output(self, line_num: int) -> None:
+        """Store a main-shell cell's output."""
+        job = current_job.get()
+        if job is None or job.subshell_id is None:
+            super().store_output(line_num)
+
+
 class AsyncInteractiveShell(InteractiveShell):
     """IPython for async-kernel: top-level await on the running loop, output as messages."""
 
@@ -172,15 +194,15 @@ class AsyncInteractiveShell(InteractiveShell):
         sys.displayhook = self.displayhook
 
     def init_history(self) -> None:
-        """Batch history writes, unless configured otherwise.
+        """Use the kernel's history manager, batching writes unless configured otherwise.
 
         IPython's default commits every cell to sqlite while holding the lock that the next
         cell needs, which caps a kernel at a few hundred cells a second. Batches of 20 keep
         `history_request` exact (it writes the cache out before reading).
         """
-        super().init_history()
-        configured = self.config.get("HistoryManager", {})
-        if self.history_manager is not None and "db_cache_size" not in configured:
+        self.history_manager = KernelHistoryManager(shell=self, parent=self)
+        self.configurables.append(self.history_manager)  # pyright: ignore[reportArgumentType]
+        if "db_cache_size" not in self.config.get("HistoryManager", {}):
             self.history_manager.db_cache_size = 20
 
     def init_hooks(self) -> None:
