@@ -132,6 +132,8 @@ class Dispatcher:
         run: The coroutine function that handles a job (the kernel's request wrapper).
         caller_for: Returns the caller a job runs on (`queue`, `task` and `blocking` modes).
         blocking_caller_for: Returns the caller of a `blocking` job that is not user code.
+        run_now: Handles a job synchronously (for handlers that are plain functions).
+        is_sync: Whether `run_now` can handle a job; such `blocking` jobs run without a task.
     """
 
     def __init__(
@@ -139,8 +141,13 @@ class Dispatcher:
         run: Callable[[Job], Coroutine[Any, Any, None]],
         caller_for: Callable[[Job], Caller],
         blocking_caller_for: Callable[[Job], Caller],
+        *,
+        run_now: Callable[[Job], None] | None = None,
+        is_sync: Callable[[Job], bool] | None = None,
     ) -> None:
         self._run = run
+        self._run_now = run_now
+        self._is_sync = is_sync
         self._caller_for = caller_for
         self._blocking_caller_for = blocking_caller_for
         self._lock = threading.Lock()
@@ -179,7 +186,10 @@ class Dispatcher:
                     if job.msg_type == MsgType.execute_request
                     else self._blocking_caller_for(job)
                 )
-                pending: Pending[None] = caller.call_soon(self._run, job)
+                if self._run_now is not None and self._is_sync is not None and self._is_sync(job):
+                    pending: Pending[None] = caller.call_direct(self._run_now, job)
+                else:
+                    pending = caller.call_soon(self._run, job)
                 pending.add_done_callback(lambda _: self._release(job))
             case RunMode.queue:
                 self._caller_for(job).queue_call(self._run, job)

@@ -40,11 +40,17 @@ class RequestHandlers:
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
+        self._info: dict[str, Any] | None = None
 
     # --- information -----------------------------------------------------------------------
 
     def kernel_info_request(self, job: Job) -> dict[str, Any]:
         """Describe the kernel, its language and its features."""
+        if self._info is None:
+            self._info = self._kernel_info()
+        return self._info
+
+    def _kernel_info(self) -> dict[str, Any]:
         return _ok(
             protocol_version=PROTOCOL_VERSION,
             implementation="async_kernel",

@@ -36,6 +36,8 @@ log = logging.getLogger("async_kernel")
 
 _RUN_CODE = InteractiveShell.run_code.__code__
 _original_sleep = time.sleep
+_SLEEP_SLICE = 0.05
+"""Seconds the main thread sleeps at a time, so that an interrupt is handled promptly."""
 
 
 @dataclass(slots=True)
@@ -174,6 +176,14 @@ class Interrupter:
             with self._lock:
                 running = next((r for r in self._running.values() if r.thread_id == tid), None)
         if running is None:
+            if tid == threading.main_thread().ident and seconds > _SLEEP_SLICE:
+                # In slices: a SIGINT that lands between the last check for signals and the
+                # start of the sleep's system call would otherwise be handled only when the
+                # whole sleep ends.
+                deadline = time.monotonic() + seconds
+                while (left := deadline - time.monotonic()) > 0:
+                    _original_sleep(min(left, _SLEEP_SLICE))
+                return
             _original_sleep(seconds)
             return
         self._sleeping.add(tid)

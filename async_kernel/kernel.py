@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import contextvars
 import getpass
+import inspect
 import logging
 import os
 import sys
@@ -37,6 +39,8 @@ from async_kernel.stdin import StdinBroker
 from async_kernel.subshells import SubshellManager, UnknownSubshellError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from async_kernel.comm import KernelCommManager
     from async_kernel.shell import AsyncInteractiveShell
 
@@ -108,7 +112,19 @@ class Kernel(SingletonConfigurable):
         self.stdin = StdinBroker(self)
         self.subshells = SubshellManager(self.backend)
         self.handlers = RequestHandlers(self)
-        self.dispatcher = Dispatcher(self.run_job, self._caller_for, self._blocking_caller_for)
+        self._sync_handlers = frozenset(
+            t.value
+            for t in MsgType
+            if callable(h := getattr(self.handlers, t.value, None))
+            and not inspect.iscoroutinefunction(h)
+        )
+        self.dispatcher = Dispatcher(
+            self.run_job,
+            self._caller_for,
+            self._blocking_caller_for,
+            run_now=self.run_job_now,
+            is_sync=self.is_sync,
+        )
         self.streams: list[OutStream] = []
         self._captures: list[FDCapture] = []
         self._aborting: dict[str | None, tuple[int, int]] = {}
@@ -286,34 +302,67 @@ class Kernel(SingletonConfigurable):
 
     async def run_job(self, job: Job) -> None:
         """Run one request: busy, handler, reply (always), idle."""
-        token = current_job.set(job)
-        msg_type = job.msg_type
-        reply_type = (
-            msg_type.removesuffix("_request") + "_reply" if msg_type.endswith("_request") else None
-        )
-        content: dict[str, Any] | None
+        token = self._begin(job)
+        content: dict[str, Any] | None = None
         try:
-            self.publish("status", {"execution_state": "busy"}, parent=job)
             try:
-                reject = job.state.get("reject")
-                if reject is not None:
-                    content = {
-                        "status": "error",
-                        "ename": "ValueError",
-                        "evalue": reject,
-                        "traceback": [],
-                    }
-                else:
-                    content = await self.handle(job)
+                content = await self.handle(job)
             except Exception as e:
-                log.exception("%r failed", job)
-                content = {
-                    "status": "error",
-                    "ename": type(e).__name__,
-                    "evalue": str(e),
-                    "traceback": [],
-                }
-            if reply_type is not None and content is not None:
+                content = self._failed(job, e)
+        finally:
+            self._end(job, token, content)
+
+    def run_job_now(self, job: Job) -> None:
+        """Run a request whose handler is synchronous, inside the caller's scheduler.
+
+        The same as `run_job` without creating a task: the fast path of `blocking` requests.
+        """
+        token = self._begin(job)
+        content: dict[str, Any] | None = None
+        try:
+            try:
+                content = self._handler(job)(job)
+            except Exception as e:
+                content = self._failed(job, e)
+        finally:
+            self._end(job, token, content)
+
+    def is_sync(self, job: Job) -> bool:
+        """Whether the handler of `job` is a plain function (so `run_job_now` can run it)."""
+        return "reject" in job.state or job.msg_type in self._sync_handlers
+
+    def _handler(self, job: Job) -> Callable[[Job], Any]:
+        reject = job.state.get("reject")
+        if reject is not None:
+            error = {"status": "error", "ename": "ValueError", "evalue": reject, "traceback": []}
+            return lambda _: error
+        return getattr(self.handlers, MsgType(job.msg_type).value)
+
+    async def handle(self, job: Job) -> dict[str, Any] | None:
+        """Call the handler named like the request's msg_type and return its reply content."""
+        result = self._handler(job)(job)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _begin(self, job: Job) -> contextvars.Token[Job | None]:
+        token = current_job.set(job)
+        self.publish("status", {"execution_state": "busy"}, parent=job)
+        return token
+
+    @staticmethod
+    def _failed(job: Job, e: Exception) -> dict[str, Any]:
+        log.exception("%r failed", job)
+        return {"status": "error", "ename": type(e).__name__, "evalue": str(e), "traceback": []}
+
+    def _end(
+        self, job: Job, token: contextvars.Token[Job | None], content: dict[str, Any] | None
+    ) -> None:
+        """Reply (when the request is one and has content), publish idle, run `after_reply`."""
+        try:
+            msg_type = job.msg_type
+            if content is not None and msg_type.endswith("_request"):
+                reply_type = msg_type.removesuffix("_request") + "_reply"
                 self.send_reply(job, reply_type, content, job.state.get("reply_metadata"))
         finally:
             self.publish("status", {"execution_state": "idle"}, parent=job)
@@ -321,14 +370,6 @@ class Kernel(SingletonConfigurable):
             after = job.state.pop("after_reply", None)
             if after is not None:
                 after()
-
-    async def handle(self, job: Job) -> dict[str, Any] | None:
-        """Call the handler named like the request's msg_type and return its reply content."""
-        handler = getattr(self.handlers, MsgType(job.msg_type).value)
-        result = handler(job)
-        if hasattr(result, "__await__"):
-            result = await result
-        return result
 
     # --- messages out ----------------------------------------------------------------------
 
