@@ -1,0 +1,129 @@
+"""The example notebooks run headless under nbclient, on the asyncio and trio kernels.
+
+To add a notebook, append a `NotebookCase` to `NOTEBOOKS`: its file name in `notebooks/`, the
+kernels to run it on, and for some cells (by cell id) text their output must contain. Every
+code cell must finish without an error; nbclient fails the test otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
+BOTH_BACKENDS = ("async", "async-trio")
+
+
+@dataclass(frozen=True)
+class NotebookCase:
+    """A notebook to execute, on which kernels, and what some of its cells must output."""
+
+    name: str
+    """File name in `notebooks/`."""
+    kernels: tuple[str, ...] = BOTH_BACKENDS
+    """Kernelspec names to run it with (installed by `conftest.py`)."""
+    expect: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Cell id → texts that the cell's output (stream or text/plain) must contain."""
+
+
+NOTEBOOKS = [
+    NotebookCase(
+        "concurrency.ipynb",
+        expect={
+            "table-rows": ("shell    execute_request            queue", "complete_request"),
+            "get-run-mode": ("execute_request        shell=queue control=task",),
+            "this-job": ("in mode queue", "thread: MainThread"),
+            "line-thread": ("##thread cell: thread on async_kernel_worker_",),
+            "line-enum": ("RunMode.thread cell: thread on async_kernel_worker_",),
+            "line-task": ("##task cell: task",),
+            "precedence": (
+                "first line beats all   -> thread",
+                "tag beats metadata     -> blocking",
+                "metadata beats header  -> task",
+                "header                 -> thread",
+                "nothing: the default   -> default (queue)",
+            ),
+            "comment-threading-demo": ("an ordinary comment: queue",),
+            "comment-threads": ("also just a comment: queue",),
+            "blocking-thread-cell": ("in blocking mode: blocking on MainThread",),
+            "blocking-off": ("concurrency mode: default",),
+            "widget-await": ("clicked: the cell finished",),
+            "callers": ("MainThread", "Control"),
+        },
+    ),
+    NotebookCase(
+        "caller.ipynb",
+        expect={
+            "current": ("this cell's caller: MainThread",),
+            "start-new": ("started: demo running: True thread: demo",),
+            "call-soon": ("call_soon ran on demo", "call_soon(add, 1, 2) = 3"),
+            "call-later": ("call_later ran on demo after at least 0.2 s: True",),
+            "queue-call": ("queue_call order: [0, 1, 2]",),
+            "to-thread": ("to_thread ran on async_kernel_worker_",),
+            "pending-result": ("Pending -> result() ran on demo",),
+            "pending-cancel": ("cancel() -> True", "cancelled: True"),
+            "pending-callback": ("done callback got 42", "await -> 42"),
+            "pending-other-thread": ("awaits: main caller ran on MainThread",),
+            "callers": ("MainThread", "demo"),
+            "stop": ("demo running: False", "protected:"),
+        },
+    ),
+]
+"""The notebooks to execute; extend this list."""
+
+
+def cell_text(cell: Any) -> str:
+    """The stream text and `text/plain` data of a code cell's outputs."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "stream":
+            parts.append(output["text"])
+        elif "data" in output:
+            parts.append(output["data"].get("text/plain", ""))
+    return "".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("case", "kernel_name"),
+    [
+        pytest.param(case, kernel, id=f"{Path(case.name).stem}-{kernel}")
+        for case in NOTEBOOKS
+        for kernel in case.kernels
+    ],
+)
+def test_notebook_runs_headless(case: NotebookCase, kernel_name: str) -> None:
+    """Every code cell finishes; the expected cells print what the notebook promises."""
+    nb = nbformat.read(NOTEBOOK_DIR / case.name, as_version=4)
+    NotebookClient(nb, kernel_name=kernel_name, timeout=60).execute()
+    cells = {cell.get("id"): cell for cell in nb.cells}
+    for cell_id, texts in case.expect.items():
+        assert cell_id in cells, f"{case.name} has no cell {cell_id!r}"
+        output = cell_text(cells[cell_id])
+        for text in texts:
+            assert text in output, f"{case.name} cell {cell_id!r}: {text!r} not in {output!r}"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            errors = [o for o in cell.outputs if o["output_type"] == "error"]
+            assert not errors, f"{case.name} cell {cell.get('id')!r} failed: {errors}"
+
+
+def test_notebooks_have_no_stored_outputs() -> None:
+    """The notebooks are committed clean: no outputs, no execution counts."""
+    for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [], f"{path.name} cell {cell.get('id')!r} has outputs"
+                assert cell.execution_count is None, path.name
+
+
+def test_every_notebook_is_listed() -> None:
+    """A notebook added to `notebooks/` is also executed here."""
+    listed = {case.name for case in NOTEBOOKS}
+    assert {path.name for path in NOTEBOOK_DIR.glob("*.ipynb")} <= listed
