@@ -7,6 +7,8 @@ both installed by `conftest.py`.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any, ClassVar
 
 import jupyter_kernel_test as jkt
@@ -19,6 +21,21 @@ class AsyncKernelProtocolTests(jkt.KernelTests):
     """The protocol suite on the asyncio kernel."""
 
     kernel_name = "async"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        """Start the kernel with its own IPython dir: history samples see only these cells."""
+        from jupyter_client.manager import start_new_kernel
+
+        cls._ipython_dir = tempfile.TemporaryDirectory(prefix="ipython-")
+        env = {**os.environ, "IPYTHONDIR": cls._ipython_dir.name}
+        cls.km, cls.kc = start_new_kernel(kernel_name=cls.kernel_name, env=env)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Stop the kernel and remove its IPython dir."""
+        super().tearDownClass()
+        cls._ipython_dir.cleanup()
 
     language_name = "python"
     file_extension = ".py"
