@@ -73,6 +73,43 @@ NOTEBOOKS = [
             "stop": ("demo running: False", "protected:"),
         },
     ),
+    NotebookCase(
+        "output.ipynb",
+        expect={
+            "thread-while-running": ("printed by a thread while its cell runs",),
+            "later-start": ("thread started; it waits for the next cell",),
+            "later-release": (
+                "printed by the thread started one cell above",
+                "its output belongs to the cell that started it: False",
+            ),
+            "starter-release": ("the thread's output went to the cell that started it: True",),
+            "output-to-release": (
+                "not pinned: this line goes to the cell that runs now",
+                "pinned with output_to: True",
+                "pinned with set_thread_parent: True",
+            ),
+            "pool": ("worker squared 3", "[0, 1, 4, 9]"),
+            "to-thread": (
+                "anyio.to_thread kept the cell: True",
+                "Caller().to_thread: printed on async_kernel_worker_",
+                "Caller().to_thread kept the cell: True",
+            ),
+            "display-thread": ("progress: done (updated by a thread of the next cell)",),
+            "display-later": ("updated the display of the cell above",),
+            "clear-output": ("frame 2 of 3",),
+            "fd": ("hello from os.system", "hello from a subprocess", "hello from os.write"),
+        },
+    ),
+    NotebookCase(
+        "subshells.ipynb",
+        expect={
+            "features": ("supported_features: ['kernel subshells']", "subshell: None"),
+            "create": ("created a subshell on thread subshell-", "this one listed: True"),
+            "busy": ("while the main shell was blocked: subshell-", "saw 'set in the main shell'"),
+            "callers": ("MainThread", "subshell-"),
+            "delete": ("still listed after delete: False",),
+        },
+    ),
 ]
 """The notebooks to execute; extend this list."""
 
