@@ -23,7 +23,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Literal
 
-from async_kernel.routing import current_parent
+from async_kernel.routing import current_parent, output_to
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -239,15 +239,26 @@ class FDCapture:
         fd: The descriptor to capture, usually 1 or 2.
         stream: The stream that receives the decoded text.
         echo: Also write the raw bytes to the original descriptor.
+        parent: Returns the request that captured text belongs to, when it can tell (None
+            leaves it to the routing rules: the reader thread is a plain thread).
     """
 
-    def __init__(self, fd: int, stream: OutStream, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        fd: int,
+        stream: OutStream,
+        *,
+        echo: bool = False,
+        parent: Callable[[], Job | None] | None = None,
+    ) -> None:
         self.fd = fd
         """The captured descriptor."""
         self.stream = stream
         """The stream that receives the text."""
         self.echo = echo
         """Whether the raw bytes are also written to `original_fd`."""
+        self.parent = parent
+        """Chooses the parent of captured text (see Args)."""
         self.original_fd: int | None = None
         """A duplicate of the descriptor as it was before `start` (the kernel logs there)."""
         self._read_fd = -1
@@ -342,7 +353,12 @@ class FDCapture:
                 self._echo(data)
             try:
                 if text := decoder.decode(data, final=not data):
-                    self.stream.write(text)
+                    job = self.parent() if self.parent is not None else None
+                    if job is None:
+                        self.stream.write(text)
+                    else:
+                        with output_to(job):
+                            self.stream.write(text)
             except Exception:
                 logger.exception("Captured output of fd %d could not be written", self.fd)
             with self._cond:

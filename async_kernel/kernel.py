@@ -199,7 +199,7 @@ class Kernel(SingletonConfigurable):
             if self.capture_fd_output and os.name == "posix":
                 with contextlib.suppress(OSError):
                     sys.__stdout__ and sys.__stdout__.flush()  # pyright: ignore[reportUnusedExpression]
-                    capture = FDCapture(fd, stream)
+                    capture = FDCapture(fd, stream, parent=self._fd_parent)
                     capture.start()
                     self._captures.append(capture)
                     if fd == 2 and capture.original_fd is not None:
@@ -225,6 +225,16 @@ class Kernel(SingletonConfigurable):
         self.comm_manager = install_comms(self)
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
+
+    def _fd_parent(self) -> Job | None:
+        """The parent of output written to fd 1 and 2: the running cell, if only one runs.
+
+        A descriptor does not say which thread wrote to it; with one cell running (in a
+        subshell or a `##thread` cell, say) that cell is the writer, else the routing rules
+        decide (the latest main-shell cell).
+        """
+        running = self.interrupter.running()
+        return running[0].job if len(running) == 1 else None
 
     def _teardown(self) -> None:
         for stream in self.streams:

@@ -132,6 +132,14 @@ def test_reply_and_output_carry_the_subshell(driver: Driver, subshell: str) -> N
     assert [m["content"]["execution_state"] for m in busy] == ["busy", "idle"]
 
 
+def test_fd_output_of_a_lone_subshell_cell_lands_in_it(driver: Driver, subshell: str) -> None:
+    """A descriptor does not say who wrote to it; with one cell running, that cell did."""
+    d = driver
+    msg_id = in_subshell(d, subshell, "import os\nos.system('echo from-the-subshell-fd')")
+    assert d.reply(msg_id)["content"]["status"] == "ok"
+    assert "from-the-subshell-fd" in d.wait_stdout(msg_id, "from-the-subshell-fd")
+
+
 def test_subshell_answers_while_the_main_shell_blocks(driver: Driver, subshell: str) -> None:
     d = driver
     d.run("ss_go = threading.Event()")
