@@ -163,6 +163,8 @@ class Kernel(SingletonConfigurable):
             msg = "no connection file: start the kernel with -f CONNECTION_FILE"
             raise RuntimeError(msg)
         self.interrupter.install()
+        # Figures show inline, as in every Jupyter kernel (matplotlib-inline comes with IPython).
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         anyio.run(self._main, backend=self.backend)
         return self._exit_code
 

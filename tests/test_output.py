@@ -227,6 +227,29 @@ def test_thread_cell_and_task_cell_never_mix(driver: Driver) -> None:
 # --- displays and comms ----------------------------------------------------------------------
 
 
+def test_matplotlib_figure_from_a_worker_thread_shows_inline(driver: Driver) -> None:
+    d = driver
+    a = d.execute(
+        code("""
+        import matplotlib
+        import matplotlib.pyplot as plt
+        def mpl_work():
+            fig, ax = plt.subplots()
+            ax.plot([1, 2, 3])
+            plt.show()
+        mpl_thread = threading.Thread(target=mpl_work)
+        mpl_thread.start()
+        mpl_thread.join(30)
+        print(matplotlib.get_backend())
+        """)
+    )
+    assert d.reply(a)["content"]["status"] == "ok", d.errors(a)
+    assert "matplotlib_inline" in d.stdout(a)
+    figures = of_type(d, a, "display_data")
+    assert len(figures) == 1
+    assert "image/png" in figures[0]["content"]["data"]
+
+
 def test_display_update_and_clear_from_a_worker_thread(driver: Driver) -> None:
     d = driver
     a = d.execute(
