@@ -13,10 +13,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import aiologic
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
+
+    import aiologic
 
     from async_kernel.caller import Caller
 
@@ -296,6 +296,8 @@ class Pending(Generic[T]):
             if self._state is not _State.pending:
                 return None
             if self._event is None:
+                import aiologic  # imported on the first wait: it costs ~50 ms at start-up
+
                 self._event = aiologic.Event()
             return self._event
 
