@@ -94,6 +94,10 @@ class Kernel(SingletonConfigurable):
         config=True
     )
     """How long stream output is gathered before it is sent."""
+    switch_interval = Float(
+        0.0002, help="sys.setswitchinterval for the kernel process (seconds)."
+    ).tag(config=True)
+    """How often a busy thread hands the GIL over; short, so the socket thread keeps up."""
     log_level = CaselessStrEnum(
         ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
     ).tag(config=True)
@@ -163,6 +167,10 @@ class Kernel(SingletonConfigurable):
             msg = "no connection file: start the kernel with -f CONNECTION_FILE"
             raise RuntimeError(msg)
         self.interrupter.install()
+        # The socket thread gives up the GIL at every send; with the default 5 ms switch
+        # interval a busy cell would let it send one message per 5 ms (a GIL convoy), and
+        # replies and output would arrive in late clumps.
+        sys.setswitchinterval(self.switch_interval)
         # Figures show inline, as in every Jupyter kernel (matplotlib-inline comes with IPython).
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         anyio.run(self._main, backend=self.backend)

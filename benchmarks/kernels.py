@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,15 +92,19 @@ def write_kernelspecs(data_dir: Path, defs: list[KernelDef]) -> None:
         (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=2))
 
 
-def peek_reply(frames: list[bytes]) -> tuple[str, str]:
-    """Return `(parent msg_id, content status)` of a raw reply without verifying or decoding it all.
+def peek_reply(frames: list[bytes]) -> tuple[str, str, float | None]:
+    """Return `(parent msg_id, content status, header date)` of a raw reply, decoded lightly.
 
-    The pipelined benchmark uses this to keep the client's own cost per reply small.
+    The pipelined benchmark uses this to keep the client's own cost per reply small. The date
+    (seconds since the epoch, None if absent) is when the kernel made the reply.
     """
     i = frames.index(DELIM)
+    header = orjson.loads(frames[i + 2])
     parent = orjson.loads(frames[i + 3])
     content = orjson.loads(frames[i + 5])
-    return parent.get("msg_id", ""), content.get("status", "")
+    date = header.get("date")
+    stamp = datetime.fromisoformat(date).timestamp() if isinstance(date, str) else None
+    return parent.get("msg_id", ""), content.get("status", ""), stamp
 
 
 class KernelHandle:

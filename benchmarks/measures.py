@@ -200,8 +200,16 @@ def execute_sequential(handles: dict[str, KernelHandle], cfg: Config) -> list[Ro
     return _set_errors([latency, rate], errors)
 
 
-def burst(h: KernelHandle, n: int, cfg: Config) -> tuple[float, list[float], int]:
+def burst(
+    h: KernelHandle, n: int, cfg: Config, made: list[float] | None = None
+) -> tuple[float, list[float], int]:
     """Send `n` executes of "pass" back to back, then collect all replies.
+
+    Args:
+        h: The kernel.
+        n: How many requests.
+        cfg: The run's settings.
+        made: Receives the kernel's own time stamp (header date) of each reply, if given.
 
     Returns:
         Send time of the first request, arrival time of every reply, number of error replies.
@@ -217,9 +225,11 @@ def burst(h: KernelHandle, n: int, cfg: Config) -> tuple[float, list[float], int
         events = h.pump(0.5)
         for channel, frames, t in events:
             if channel == "shell":
-                parent_id, status = peek_reply(frames)
+                parent_id, status, stamp = peek_reply(frames)
                 if parent_id in ids:
                     arrivals.append(t)
+                    if made is not None and stamp is not None:
+                        made.append(stamp)
                     failed += status != "ok"
                     last = t
         if not events:
@@ -237,27 +247,37 @@ def execute_pipelined(handles: dict[str, KernelHandle], cfg: Config) -> list[Row
     rate.higher_is_better = True
     stalls = Row("exec_stalls", f"pipelined stalls (reply gap > {STALL * 1e3:.0f} ms)")
     stalls.digits = 0
+    kernel_stalls = Row(
+        "exec_stalls_kernel",
+        f"pipelined stalls, kernel side (gap > {STALL * 1e3:.0f} ms between reply header dates)",
+    )
+    kernel_stalls.digits = 0
     gaps: dict[str, list[float]] = {k: [] for k in handles}
+    made_gaps: dict[str, list[float]] = {k: [] for k in handles}
     bad: dict[str, int] = dict.fromkeys(handles, 0)
 
     def step(h: KernelHandle) -> None:
-        t0, arrivals, failed = burst(h, n, cfg)
+        made: list[float] = []
+        t0, arrivals, failed = burst(h, n, cfg, made)
         rate.cell(h.kdef.key).samples.append(n / (arrivals[-1] - t0))
         gaps[h.kdef.key].extend(b - a for a, b in itertools.pairwise(arrivals))
+        made_gaps[h.kdef.key].extend(b - a for a, b in itertools.pairwise(made))
         bad[h.kdef.key] += failed
 
     errors = interleave(handles, cfg.bursts, step, budget=cfg.burst_budget)
-    for key, values in gaps.items():
-        if not values:
-            continue
-        cell = stalls.cell(key)
-        cell.value = sum(g > STALL for g in values)
-        cell.note = f"max gap {max(values) * 1e3:.0f} ms"
+    for row, table in ((stalls, gaps), (kernel_stalls, made_gaps)):
+        for key, values in table.items():
+            if not values:
+                continue
+            cell = row.cell(key)
+            cell.value = sum(g > STALL for g in values)
+            cell.note = f"max gap {max(values) * 1e3:.0f} ms"
+    for key in gaps:
         if bad[key]:
             rate.cell(key).note = f"{bad[key]} error replies"
     for key, cell in rate.cells.items():
         stalls.cell(key).note += f", bursts: {len(cell.samples)}"
-    return _set_errors([rate, stalls], errors)
+    return _set_errors([rate, stalls, kernel_stalls], errors)
 
 
 def memory(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
