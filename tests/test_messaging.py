@@ -866,3 +866,19 @@ def test_subshell_cells_do_not_break_history(kernel) -> None:
     assert "hist_b = 2" not in sources
     kc.control_channel.send(kc.session.msg("delete_subshell_request", {"subshell_id": sid}))
     assert kc.get_control_msg(timeout=10)["content"]["status"] == "ok"
+
+
+def test_kernel_settings_are_in_force(kernel) -> None:
+    """The GIL switch interval and the history batch size are the kernel's defaults."""
+    _km, kc = kernel
+    reply = kc.execute_interactive(
+        "import sys",
+        timeout=30,
+        user_expressions={
+            "switch": "sys.getswitchinterval()",
+            "batch": "get_ipython().history_manager.db_cache_size",
+        },
+    )
+    values = reply["content"]["user_expressions"]
+    assert values["switch"]["data"]["text/plain"] == "0.0002"
+    assert values["batch"]["data"]["text/plain"] == "20"
