@@ -880,5 +880,5 @@ def test_kernel_settings_are_in_force(kernel) -> None:
         },
     )
     values = reply["content"]["user_expressions"]
-    assert values["switch"]["data"]["text/plain"] == "0.0002"
+    assert float(values["switch"]["data"]["text/plain"]) == pytest.approx(0.0002)
     assert values["batch"]["data"]["text/plain"] == "20"
