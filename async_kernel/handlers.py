@@ -21,6 +21,7 @@ from async_kernel.session import PROTOCOL_VERSION, utcnow_iso
 if TYPE_CHECKING:
     from async_kernel.job import Job
     from async_kernel.kernel import Kernel
+    from async_kernel.pending import Pending
 
 __all__ = ("RequestHandlers",)
 
@@ -119,7 +120,7 @@ class RequestHandlers:
             )
         else:
             reply = {"status": "error", "execution_count": count, **error}
-            if self._suppressed(job):
+            if job.state["suppress_error"]:
                 self.kernel.publish(
                     "stream", {"name": "stderr", "text": f"{error['ename']} (suppressed)\n"}
                 )
@@ -162,8 +163,7 @@ class RequestHandlers:
             if scope.cancelled_caught or "error" not in job.state:
                 self.kernel.publish("error", described)
                 return described
-            error = job.state["error"]
-            return error
+            return job.state["error"]
         if result is None:
             return Interrupter.describe(job)
         if result.success:
@@ -174,7 +174,7 @@ class RequestHandlers:
             error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
         return error
 
-    def _arm_timeout(self, job: Job) -> Any:
+    def _arm_timeout(self, job: Job) -> Pending[None] | None:
         """Interrupt `job` if it runs longer than its metadata `timeout` (or tag `timeout=N`)."""
         meta = job.msg.metadata
         timeout = meta.get("timeout")
