@@ -302,28 +302,15 @@ class RequestHandlers:
 
     def comm_open(self, job: Job) -> None:
         """The client opens a comm: call its target."""
-        self.kernel.comm_manager.comm_open(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
+        self.kernel.comm_manager.comm_open(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
 
     def comm_msg(self, job: Job) -> None:
         """A message for an open comm."""
-        self.kernel.comm_manager.comm_msg(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
+        self.kernel.comm_manager.comm_msg(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
 
     def comm_close(self, job: Job) -> None:
         """The client closes a comm."""
-        self.kernel.comm_manager.comm_close(None, None, self._comm_msg_dict(job))  # pyright: ignore[reportArgumentType]
-
-    @staticmethod
-    def _comm_msg_dict(job: Job) -> dict[str, Any]:
-        msg = job.msg
-        return {
-            "header": msg.header,
-            "parent_header": msg.parent_header,
-            "metadata": msg.metadata,
-            "content": msg.content,
-            "buffers": msg.buffers,
-            "msg_id": msg.msg_id,
-            "msg_type": msg.msg_type,
-        }
+        self.kernel.comm_manager.comm_close(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
 
     # --- control ---------------------------------------------------------------------------
 

@@ -453,15 +453,7 @@ class Kernel(SingletonConfigurable):
     def get_parent(self, channel: str = "shell") -> dict[str, Any]:
         """Return the current request as a message dict (what the Output widget asks for)."""
         job = routing.current_parent()
-        if job is None:
-            return {}
-        msg = job.msg
-        return {
-            "header": msg.header,
-            "parent_header": msg.parent_header,
-            "metadata": msg.metadata,
-            "content": msg.content,
-        }
+        return job.msg.to_dict() if job is not None else {}
 
     # --- abort after an error --------------------------------------------------------------
 

@@ -79,6 +79,18 @@ class Message:
     raw_header: bytes = b""
     """The header frame as received: replies use it as their parent frame verbatim."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return the message as the dict that `jupyter_client` and the `comm` package use."""
+        return {
+            "header": self.header,
+            "parent_header": self.parent_header,
+            "metadata": self.metadata,
+            "content": self.content,
+            "buffers": self.buffers,
+            "msg_id": self.msg_id,
+            "msg_type": self.msg_type,
+        }
+
     @property
     def msg_type(self) -> str:
         """The header's `msg_type`."""

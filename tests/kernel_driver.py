@@ -9,6 +9,7 @@ events arrived. Every wait has a timeout and fails with a message that says what
 from __future__ import annotations
 
 import itertools
+import textwrap
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from jupyter_client.blocking.client import BlockingKernelClient
 
-__all__ = ("Driver", "Received")
+__all__ = ("TIMEOUT", "Driver", "Received", "code")
 
 TIMEOUT = 15.0
 """Seconds any single wait may take before the test fails."""
@@ -213,3 +214,8 @@ class Driver:
             elif m["msg_type"] == "stream" and m["content"]["name"] == "stderr":
                 out.append(m["content"]["text"])
         return out
+
+
+def code(text: str) -> str:
+    """Dedent a cell's source written as an indented triple-quoted string."""
+    return textwrap.dedent(text).strip("\n")

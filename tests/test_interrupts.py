@@ -10,7 +10,6 @@ answered) before the error happens: the erroring cell waits in `input()` until t
 
 from __future__ import annotations
 
-import textwrap
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +40,6 @@ BODIES = {
         "ir_child.wait()"
     ),
 }
-
-
-def code(text: str) -> str:
-    return textwrap.dedent(text).strip("\n")
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ sleeps; every wait has a timeout. The parent of an output is the request whose `
 
 from __future__ import annotations
 
-import textwrap
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from kernel_driver import Driver
+from kernel_driver import Driver, code
 
 if TYPE_CHECKING:
     from jupyter_client.blocking.client import BlockingKernelClient
@@ -35,10 +34,6 @@ def driver(kernel: tuple[KernelManager, BlockingKernelClient]) -> Driver:
 def backend(kernel: tuple[KernelManager, BlockingKernelClient]) -> str:
     km, _ = kernel
     return "trio" if km.kernel_name.endswith("trio") else "asyncio"
-
-
-def code(text: str) -> str:
-    return textwrap.dedent(text).strip("\n")
 
 
 def of_type(d: Driver, msg_id: str, msg_type: str) -> list[dict[str, Any]]:

@@ -7,11 +7,10 @@ barriers that only a parallel run can release, never with sleeps.
 
 from __future__ import annotations
 
-import textwrap
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from kernel_driver import TIMEOUT, Driver
+from kernel_driver import TIMEOUT, Driver, code
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,10 +21,6 @@ if TYPE_CHECKING:
 __all__ = ()
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def code(text: str) -> str:
-    return textwrap.dedent(text).strip("\n")
 
 
 @pytest.fixture(scope="module")
