@@ -195,6 +195,11 @@ class Dispatcher:
                 self._caller_for(job).queue_call(self._run, job)
             case RunMode.thread:
                 self._caller_for(job).to_thread(self._run, job)
+            case _ if job.msg_type == MsgType.comm_msg:
+                # Trio does not start tasks in the order they were spawned: messages of one
+                # comm go through a FIFO of their own, so they are handled in arrival order.
+                comm_id = job.content.get("comm_id")
+                self._caller_for(job).queue_call(_Ordered(comm_id, self._run), job)
             case _:
                 self._caller_for(job).call_soon(self._run, job)
 
@@ -212,3 +217,22 @@ class Dispatcher:
             self._start(nxt)
             if nxt.run_mode is RunMode.blocking:
                 return
+
+
+class _Ordered:
+    """Runs jobs; equal for equal keys, so `queue_call` keeps one FIFO per key."""
+
+    __slots__ = ("key", "run")
+
+    def __init__(self, key: object, run: Callable[[Job], Coroutine[Any, Any, None]]) -> None:
+        self.key = key
+        self.run = run
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Ordered) and other.key == self.key and other.run == self.run
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __call__(self, job: Job) -> Coroutine[Any, Any, None]:
+        return self.run(job)

@@ -348,6 +348,39 @@ def test_comm_messages_from_eight_threads_each_arrive_once(driver: Driver) -> No
     assert [m["content"]["comm_id"] for m in of_type(d, a, "comm_close")] == [comm_id]
 
 
+def test_incoming_comm_messages_are_handled_in_arrival_order(driver: Driver) -> None:
+    d = driver
+    a = d.execute(
+        code("""
+        import comm
+        co_seen = []
+        co_done = threading.Event()
+        def co_target(c, open_msg):
+            def on_msg(msg):
+                co_seen.append(msg["content"]["data"]["i"])
+                if len(co_seen) == 300:
+                    co_done.set()
+            c.on_msg(on_msg)
+        comm.get_comm_manager().register_target("async-kernel-order", co_target)
+        """)
+    )
+    assert d.reply(a)["content"]["status"] == "ok", d.errors(a)
+    comm_id = "order-test-comm"
+    opened = d.send(
+        "comm_open", {"comm_id": comm_id, "target_name": "async-kernel-order", "data": {}}
+    )
+    d.wait_until(lambda: d.is_idle(opened), "the comm_open to be handled")
+    for i in range(300):
+        d.comm_msg(comm_id, {"i": i})
+    # Waits off the loop: the comm messages are handled on this same main-thread loop.
+    b = d.execute(
+        "import anyio\nassert await anyio.to_thread.run_sync(co_done.wait, 30)\n"
+        "co_seen == list(range(300))"
+    )
+    assert d.reply(b)["content"]["status"] == "ok", d.errors(b)
+    assert of_type(d, b, "execute_result")[0]["content"]["data"]["text/plain"] == "True"
+
+
 # --- volume ----------------------------------------------------------------------------------
 
 
