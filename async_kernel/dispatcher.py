@@ -154,6 +154,7 @@ class Dispatcher:
         self._blocked: set[tuple[Channel, str | None]] = set()
         self._held: dict[tuple[Channel, str | None], collections.deque[Job]] = {}
         self._seq: dict[tuple[Channel, str | None], int] = {}
+        self._aborting: dict[tuple[Channel, str | None], tuple[int, int]] = {}
 
     def next_seq(self, job: Job) -> int:
         """Give `job` its arrival number within its channel and subshell."""
@@ -163,9 +164,19 @@ class Dispatcher:
             self._seq[key] = job.seq
         return job.seq
 
-    def last_seq(self, channel: Channel, subshell_id: str | None) -> int:
-        """Return the arrival number of the latest job of `channel` and `subshell_id`."""
-        return self._seq.get((channel, subshell_id), 0)
+    def abort_queued(self, job: Job) -> None:
+        """Abort the execute requests that arrived before now behind `job` in its (sub)shell.
+
+        By arrival number, not by clock: what was already received is aborted, later ones run.
+        """
+        key = (job.channel, job.subshell_id)
+        with self._lock:
+            self._aborting[key] = (job.seq, self._seq.get(key, 0))
+
+    def is_aborted(self, job: Job) -> bool:
+        """Whether `job` is an execute queued behind an error, to be answered `aborted`."""
+        lo, hi = self._aborting.get((job.channel, job.subshell_id), (0, 0))
+        return job.channel is Channel.shell and lo < job.seq <= hi
 
     def submit(self, job: Job) -> None:
         """Start `job` in its run mode, or hold it while a blocking job of its channel runs."""

@@ -87,7 +87,7 @@ class RequestHandlers:
         shell = self.kernel.shell
         silent = bool(c.get("silent", False))
         store_history = bool(c.get("store_history", not silent)) and not silent
-        aborted = self.kernel.is_aborted(job)
+        aborted = self.kernel.dispatcher.is_aborted(job)
         # An aborted cell never runs, so it takes no execution count (as in ipykernel).
         count = shell.next_execution_count(job.subshell_id, advance=store_history and not aborted)
         job.state["execution_count"] = count
@@ -126,7 +126,7 @@ class RequestHandlers:
                 )
                 reply = _ok(execution_count=count, user_expressions={}, payload=[])
             elif c.get("stop_on_error", True) and not self._raises_allowed(job):
-                self.kernel.abort_queued(job)
+                self.kernel.dispatcher.abort_queued(job)
         metadata["status"] = reply["status"]
         return reply
 

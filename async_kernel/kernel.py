@@ -1,19 +1,16 @@
-"""The kernel: its threads, its settings, and the wrapper around every request.
+"""The kernel: its threads, its settings, and the way messages come in and go out.
 
 `Kernel.run()` runs the shell `Caller` on the main thread, starts the `Control` and `Shell`
 callers and the socket threads, and waits for shutdown. Each request goes
-socket thread → `Kernel.on_message` → `Dispatcher` → a caller → `Kernel.run_job`, which
-publishes `busy`, calls the handler named like the msg_type (`handlers.RequestHandlers`),
-always replies (with error content if the handler failed) and publishes `idle`.
+socket thread → `Kernel.on_message` → `Dispatcher` → a caller → `JobRunner` (busy, the handler
+named like the msg_type in `handlers.RequestHandlers`, always a reply, idle).
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import contextvars
 import getpass
-import inspect
 import logging
 import os
 import sys
@@ -32,15 +29,14 @@ from async_kernel.enums import Channel, KernelConcurrencyMode, MsgType, RunMode
 from async_kernel.handlers import RequestHandlers
 from async_kernel.interrupts import Interrupter
 from async_kernel.iostream import FDCapture, OutStream
-from async_kernel.job import Job, current_job
+from async_kernel.job import Job
+from async_kernel.runner import JobRunner
 from async_kernel.session import Message, Session
 from async_kernel.sockets import SocketHub
 from async_kernel.stdin import StdinBroker
 from async_kernel.subshells import SubshellManager, UnknownSubshellError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from async_kernel.comm import KernelCommManager
     from async_kernel.shell import AsyncInteractiveShell
 
@@ -116,22 +112,16 @@ class Kernel(SingletonConfigurable):
         self.stdin = StdinBroker(self)
         self.subshells = SubshellManager(self.backend)
         self.handlers = RequestHandlers(self)
-        self._sync_handlers = frozenset(
-            t.value
-            for t in MsgType
-            if callable(h := getattr(self.handlers, t.value, None))
-            and not inspect.iscoroutinefunction(h)
-        )
+        self.runner = JobRunner(self, self.handlers)
         self.dispatcher = Dispatcher(
-            self.run_job,
+            self.runner.run,
             self._caller_for,
             self._blocking_caller_for,
-            run_now=self.run_job_now,
-            is_sync=self.is_sync,
+            run_now=self.runner.run_now,
+            is_sync=self.runner.is_sync,
         )
         self.streams: list[OutStream] = []
         self._captures: list[FDCapture] = []
-        self._aborting: dict[str | None, tuple[int, int]] = {}
         self._stop_event: anyio.Event | None = None
         self._exit_code = 0
         self._topic = f"kernel.{self.session.session_id}.".encode()
@@ -318,79 +308,6 @@ class Kernel(SingletonConfigurable):
             return self.subshells.caller(job.subshell_id)
         return self.shell_caller
 
-    # --- the request wrapper ---------------------------------------------------------------
-
-    async def run_job(self, job: Job) -> None:
-        """Run one request: busy, handler, reply (always), idle."""
-        token = self._begin(job)
-        content: dict[str, Any] | None = None
-        try:
-            try:
-                content = await self.handle(job)
-            except Exception as e:
-                content = self._failed(job, e)
-        finally:
-            self._end(job, token, content)
-
-    def run_job_now(self, job: Job) -> None:
-        """Run a request whose handler is synchronous, inside the caller's scheduler.
-
-        The same as `run_job` without creating a task: the fast path of `blocking` requests.
-        """
-        token = self._begin(job)
-        content: dict[str, Any] | None = None
-        try:
-            try:
-                content = self._handler(job)(job)
-            except Exception as e:
-                content = self._failed(job, e)
-        finally:
-            self._end(job, token, content)
-
-    def is_sync(self, job: Job) -> bool:
-        """Whether the handler of `job` is a plain function (so `run_job_now` can run it)."""
-        return "reject" in job.state or job.msg_type in self._sync_handlers
-
-    def _handler(self, job: Job) -> Callable[[Job], Any]:
-        reject = job.state.get("reject")
-        if reject is not None:
-            error = {"status": "error", "ename": "ValueError", "evalue": reject, "traceback": []}
-            return lambda _: error
-        return getattr(self.handlers, MsgType(job.msg_type).value)
-
-    async def handle(self, job: Job) -> dict[str, Any] | None:
-        """Call the handler named like the request's msg_type and return its reply content."""
-        result = self._handler(job)(job)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    def _begin(self, job: Job) -> contextvars.Token[Job | None]:
-        token = current_job.set(job)
-        self.publish("status", {"execution_state": "busy"}, parent=job)
-        return token
-
-    @staticmethod
-    def _failed(job: Job, e: Exception) -> dict[str, Any]:
-        log.exception("%r failed", job)
-        return {"status": "error", "ename": type(e).__name__, "evalue": str(e), "traceback": []}
-
-    def _end(
-        self, job: Job, token: contextvars.Token[Job | None], content: dict[str, Any] | None
-    ) -> None:
-        """Reply (when the request is one and has content), publish idle, run `after_reply`."""
-        try:
-            msg_type = job.msg_type
-            if content is not None and msg_type.endswith("_request"):
-                reply_type = msg_type.removesuffix("_request") + "_reply"
-                self.send_reply(job, reply_type, content, job.state.get("reply_metadata"))
-        finally:
-            self.publish("status", {"execution_state": "idle"}, parent=job)
-            current_job.reset(token)
-            after = job.state.pop("after_reply", None)
-            if after is not None:
-                after()
-
     # --- messages out ----------------------------------------------------------------------
 
     def publish(
@@ -454,17 +371,3 @@ class Kernel(SingletonConfigurable):
         """Return the current request as a message dict (what the Output widget asks for)."""
         job = routing.current_parent()
         return job.msg.to_dict() if job is not None else {}
-
-    # --- abort after an error --------------------------------------------------------------
-
-    def abort_queued(self, job: Job) -> None:
-        """Abort the execute requests that arrived before now behind `job` in its (sub)shell."""
-        self._aborting[job.subshell_id] = (
-            job.seq,
-            self.dispatcher.last_seq(job.channel, job.subshell_id),
-        )
-
-    def is_aborted(self, job: Job) -> bool:
-        """Whether `job` was queued behind an error and must be answered `aborted`."""
-        lo, hi = self._aborting.get(job.subshell_id, (0, 0))
-        return job.channel is Channel.shell and lo < job.seq <= hi

@@ -9,6 +9,7 @@ import pytest
 
 from async_kernel.dispatcher import (
     DEFAULT_RUN_MODES,
+    Dispatcher,
     all_concurrency_run_modes,
     execute_override,
     run_mode_for,
@@ -329,3 +330,26 @@ def test_run_mode_members() -> None:
     with pytest.raises(ValueError, match="threads"):
         RunMode("threads")
     assert [m.value for m in KernelConcurrencyMode] == ["default", "blocking"]
+
+
+def test_abort_covers_exactly_what_arrived_behind_the_error() -> None:
+    async def run(job: Job) -> None:
+        raise AssertionError("not started in this test")
+
+    def no_caller(job: Job) -> Any:
+        raise AssertionError("not started in this test")
+
+    dispatcher = Dispatcher(run, no_caller, no_caller)
+    failing, queued_1, queued_2 = (make_job(msg_type="execute_request") for _ in range(3))
+    other_subshell = make_job(msg_type="execute_request", header={"subshell_id": "s"})
+    other_subshell.subshell_id = "s"
+    for job in (failing, queued_1, queued_2, other_subshell):
+        dispatcher.next_seq(job)
+    dispatcher.abort_queued(failing)
+    later = make_job(msg_type="execute_request")
+    dispatcher.next_seq(later)
+    assert not dispatcher.is_aborted(failing)
+    assert dispatcher.is_aborted(queued_1)
+    assert dispatcher.is_aborted(queued_2)
+    assert not dispatcher.is_aborted(later)
+    assert not dispatcher.is_aborted(other_subshell)

@@ -1,0 +1,111 @@
+"""Running one request on its caller: busy, the handler, always a reply, idle."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from async_kernel.enums import MsgType
+from async_kernel.job import Job, current_job
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from async_kernel.handlers import RequestHandlers
+    from async_kernel.kernel import Kernel
+
+__all__ = ("JobRunner",)
+
+log = logging.getLogger("async_kernel")
+
+
+class JobRunner:
+    """Wraps every request: whatever its handler does, the client gets a reply and `idle`.
+
+    Args:
+        kernel: Publishes the status messages and sends the replies.
+        handlers: The object whose methods, named like the message types, handle requests.
+    """
+
+    def __init__(self, kernel: Kernel, handlers: RequestHandlers) -> None:
+        self.kernel = kernel
+        self.handlers = handlers
+        self._sync_handlers = frozenset(
+            t.value
+            for t in MsgType
+            if callable(h := getattr(handlers, t.value, None))
+            and not inspect.iscoroutinefunction(h)
+        )
+
+    async def run(self, job: Job) -> None:
+        """Run one request: busy, handler, reply (always), idle."""
+        token = self._begin(job)
+        content: dict[str, Any] | None = None
+        try:
+            try:
+                content = await self.handle(job)
+            except Exception as e:
+                content = self._failed(job, e)
+        finally:
+            self._end(job, token, content)
+
+    def run_now(self, job: Job) -> None:
+        """Run a request whose handler is synchronous, inside the caller's scheduler.
+
+        The same as `run` without creating a task: the fast path of `blocking` requests.
+        """
+        token = self._begin(job)
+        content: dict[str, Any] | None = None
+        try:
+            try:
+                content = self._handler(job)(job)
+            except Exception as e:
+                content = self._failed(job, e)
+        finally:
+            self._end(job, token, content)
+
+    def is_sync(self, job: Job) -> bool:
+        """Whether the handler of `job` is a plain function (so `run_now` can run it)."""
+        return "reject" in job.state or job.msg_type in self._sync_handlers
+
+    async def handle(self, job: Job) -> dict[str, Any] | None:
+        """Call the handler named like the request's msg_type and return its reply content."""
+        result = self._handler(job)(job)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _handler(self, job: Job) -> Callable[[Job], Any]:
+        reject = job.state.get("reject")
+        if reject is not None:
+            error = {"status": "error", "ename": "ValueError", "evalue": reject, "traceback": []}
+            return lambda _: error
+        return getattr(self.handlers, MsgType(job.msg_type).value)
+
+    def _begin(self, job: Job) -> contextvars.Token[Job | None]:
+        token = current_job.set(job)
+        self.kernel.publish("status", {"execution_state": "busy"}, parent=job)
+        return token
+
+    @staticmethod
+    def _failed(job: Job, e: Exception) -> dict[str, Any]:
+        log.exception("%r failed", job)
+        return {"status": "error", "ename": type(e).__name__, "evalue": str(e), "traceback": []}
+
+    def _end(
+        self, job: Job, token: contextvars.Token[Job | None], content: dict[str, Any] | None
+    ) -> None:
+        """Reply (when the request is one and has content), publish idle, run `after_reply`."""
+        try:
+            msg_type = job.msg_type
+            if content is not None and msg_type.endswith("_request"):
+                reply_type = msg_type.removesuffix("_request") + "_reply"
+                self.kernel.send_reply(job, reply_type, content, job.state.get("reply_metadata"))
+        finally:
+            self.kernel.publish("status", {"execution_state": "idle"}, parent=job)
+            current_job.reset(token)
+            after = job.state.pop("after_reply", None)
+            if after is not None:
+                after()
