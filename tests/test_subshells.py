@@ -135,6 +135,19 @@ def test_fd_output_of_a_lone_subshell_cell_lands_in_it(driver: Driver, subshell:
     assert "from-the-subshell-fd" in d.wait_stdout(msg_id, "from-the-subshell-fd")
 
 
+def test_subshell_magic_names_the_current_subshell(driver: Driver, subshell: str) -> None:
+    d = driver
+    msg_id = in_subshell(d, subshell, "info = %subshell\nprint(repr(info))")
+    assert d.reply(msg_id)["content"]["status"] == "ok", d.errors(msg_id)
+    text = d.stdout(msg_id)
+    assert f"current: {subshell}" in text
+    assert f"▶ {subshell}" in text
+    main = d.execute("info = %subshell\nprint(repr(info))")
+    assert d.reply(main)["content"]["status"] == "ok", d.errors(main)
+    assert "current: main shell" in d.stdout(main)
+    assert subshell in d.stdout(main)
+
+
 def test_subshell_answers_while_the_main_shell_blocks(driver: Driver, subshell: str) -> None:
     d = driver
     d.run("ss_go = threading.Event()")
