@@ -21,19 +21,6 @@ BASE_ARGV = [sys.executable, "-m", "async_kernel", "start", "-f", "{connection_f
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point every Jupyter location (and `sys.prefix`) at `tmp_path`."""
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "path" / "share" / "jupyter"))
-    for name in ("JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH", "XDG_DATA_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def env_prefix(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Make `sys.prefix` a temporary directory, so that its config files are the test's."""
     monkeypatch.setattr(sys, "prefix", str(home / "env"))

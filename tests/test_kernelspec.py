@@ -17,19 +17,6 @@ from async_kernel.kernelspec import KernelSpecNotFoundError
 BASE_ARGV = [sys.executable, "-m", "async_kernel", "start", "-f", "{connection_file}"]
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point every Jupyter location at `tmp_path`, so nothing is written to the real home."""
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "path" / "share" / "jupyter"))
-    for name in ("JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH", "XDG_DATA_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 def read_spec(spec_dir: Path) -> dict[str, object]:
     return json.loads((spec_dir / "kernel.json").read_text(encoding="utf-8"))
 
