@@ -9,7 +9,6 @@ named like the msg_type in `handlers.RequestHandlers`, always a reply, idle).
 from __future__ import annotations
 
 import builtins
-import contextlib
 import getpass
 import logging
 import os
@@ -30,6 +29,7 @@ from async_kernel.handlers import RequestHandlers
 from async_kernel.interrupts import Interrupter
 from async_kernel.iostream import FDCapture, OutStream
 from async_kernel.job import Job
+from async_kernel.magics import KernelMagics
 from async_kernel.runner import JobRunner
 from async_kernel.session import Message, Session
 from async_kernel.sockets import SocketHub
@@ -37,6 +37,8 @@ from async_kernel.stdin import StdinBroker
 from async_kernel.subshells import SubshellManager, UnknownSubshellError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from async_kernel.comm import KernelCommManager
     from async_kernel.shell import AsyncInteractiveShell
 
@@ -197,13 +199,18 @@ class Kernel(SingletonConfigurable):
             stream = OutStream(name, self._publish_stream, flush_interval=self.flush_interval)  # pyright: ignore[reportArgumentType]
             self.streams.append(stream)
             if self.capture_fd_output and os.name == "posix":
-                with contextlib.suppress(OSError):
-                    sys.__stdout__ and sys.__stdout__.flush()  # pyright: ignore[reportUnusedExpression]
-                    capture = FDCapture(fd, stream, parent=self._fd_parent)
+                original = sys.__stdout__ if fd == 1 else sys.__stderr__
+                if original is not None:
+                    original.flush()  # what Python buffered goes out before the fd is taken
+                capture = FDCapture(fd, stream, parent=self._fd_parent)
+                try:
                     capture.start()
-                    self._captures.append(capture)
-                    if fd == 2 and capture.original_fd is not None:
-                        log_stream = os.fdopen(os.dup(capture.original_fd), "w", buffering=1)
+                except OSError:
+                    log.exception("could not capture fd %d; its output is not captured", fd)
+                    continue
+                self._captures.append(capture)
+                if fd == 2 and capture.original_fd is not None:
+                    log_stream = os.fdopen(os.dup(capture.original_fd), "w", buffering=1)
         handler = logging.StreamHandler(log_stream)
         handler.setFormatter(
             logging.Formatter("[async-kernel %(levelname)s %(asctime)s] %(message)s")
@@ -218,10 +225,7 @@ class Kernel(SingletonConfigurable):
 
         self.shell = AsyncInteractiveShell.instance(parent=self, kernel=self)
         self.shell.user_ns.setdefault("RunMode", RunMode)
-        with contextlib.suppress(ImportError):
-            from async_kernel.magics import KernelMagics
-
-            self.shell.register_magics(KernelMagics)
+        self.shell.register_magics(KernelMagics)
         self.comm_manager = install_comms(self)
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
@@ -237,18 +241,20 @@ class Kernel(SingletonConfigurable):
         return running[0].job if len(running) == 1 else None
 
     def _teardown(self) -> None:
-        for stream in self.streams:
-            with contextlib.suppress(Exception):
-                stream.flush()
-        with contextlib.suppress(Exception):
-            self.subshells.stop_all()
-        self.hub.stop()
-        for capture in self._captures:
-            with contextlib.suppress(Exception):
-                capture.stop()
+        """Flush, stop subshells and sockets, restore the fds, close the history session.
+
+        Each step runs even if an earlier one failed; failures are logged.
+        """
+        steps: list[Callable[[], object]] = [stream.flush for stream in self.streams]
+        steps += [self.subshells.stop_all, self.hub.stop]
+        steps += [capture.stop for capture in self._captures]
+        steps.append(self.shell.history_manager.end_session)
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("shutdown step %r failed", step)
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        with contextlib.suppress(Exception):
-            self.shell.history_manager.end_session()  # pyright: ignore[reportOptionalMemberAccess]
 
     async def _watch_parent(self) -> None:
         """Stop when the process that launched the kernel is gone.

@@ -38,7 +38,7 @@ def _flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (AttributeError, ValueError, OSError):
+        except (AttributeError, ValueError, OSError):  # a user-replaced or closed stream
             pass
 
 
