@@ -48,12 +48,6 @@ class KernelDisplayHook(DisplayHook):
     kernel: Any = AnyTrait()
     """The kernel that publishes the message."""
 
-    _results: dict[int, ExecutionResult]
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._results = {}
-
     @property
     def exec_result(self) -> ExecutionResult | None:  # pyright: ignore[reportIncompatibleVariableOverride]
         """The `ExecutionResult` of the cell that runs in the current context."""
