@@ -13,7 +13,7 @@ import getpass
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from traitlets import Bool, CaselessStrEnum, Float, Unicode, UseEnum, observe
@@ -39,6 +39,7 @@ from async_kernel.subshells import SubshellManager, UnknownSubshellError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from async_kernel.caller import Backend
     from async_kernel.comm import KernelCommManager
     from async_kernel.shell import AsyncInteractiveShell
 
@@ -107,12 +108,16 @@ class Kernel(SingletonConfigurable):
         self.connection = (
             read_connection_file(self.connection_file) if self.connection_file else None
         )
+        # Ports given as 0 are chosen when binding and written back to the file.
+        self._ports_to_choose = self.connection is not None and any(
+            port <= 0 for port in self.connection.ports.values()
+        )
         key = self.connection.key if self.connection else b""
         scheme = self.connection.signature_scheme if self.connection else "hmac-sha256"
         self.session = Session(key, signature_scheme=scheme)
         self.interrupter = Interrupter()
         self.stdin = StdinBroker(self)
-        self.subshells = SubshellManager(self.backend)
+        self.subshells = SubshellManager(cast("Backend", self.backend))
         self.handlers = RequestHandlers(self)
         self.runner = JobRunner(self, self.handlers)
         self.dispatcher = Dispatcher(
@@ -173,25 +178,20 @@ class Kernel(SingletonConfigurable):
         self._stop_event = anyio.Event()
         async with Caller.attach(name="MainThread", protected=True) as main:
             self.main_caller = main
-            self.control_caller = Caller.start_new(
-                name="Control", backend=self.backend, protected=True
-            )  # pyright: ignore[reportArgumentType]
+            backend = cast("Backend", self.backend)
+            self.control_caller = Caller.start_new(name="Control", backend=backend, protected=True)
             self.interrupter.offload = self.control_caller.call_direct
-            self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)  # pyright: ignore[reportArgumentType]
+            self.shell_caller = Caller.start_new(name="Shell", backend=backend, protected=True)
             self._setup_output()
             self._setup_shell()
             routing.set_thread_parent_policy(self.thread_parent_policy)
             self.hub = SocketHub(self.connection, self.session, self.on_message)
             self.hub.start()
-            if self.connection_file and self._ports_were_chosen():
+            if self._ports_to_choose:
                 write_connection_file(self.connection_file, self.connection)
             self.control_caller.call_soon(self._watch_parent)
             await self._stop_event.wait()
         self._teardown()
-
-    def _ports_were_chosen(self) -> bool:
-        original = read_connection_file(self.connection_file)
-        return any(port <= 0 for port in original.ports.values())
 
     def _setup_output(self) -> None:
         log_stream: Any = sys.__stderr__
@@ -300,19 +300,17 @@ class Kernel(SingletonConfigurable):
         self.dispatcher.next_seq(job)
         self.dispatcher.submit(job)
 
-    def _caller_for(self, job: Job) -> Caller:
+    def _caller_for(self, job: Job, main: Caller | None = None) -> Caller:
+        """The caller of `job`: control's, its subshell's, else `main` (the main shell's)."""
         if job.channel is Channel.control:
             return self.control_caller
         if job.subshell_id is not None and "reject" not in job.state:
             return self.subshells.caller(job.subshell_id)
-        return self.main_caller
+        return main or self.main_caller
 
     def _blocking_caller_for(self, job: Job) -> Caller:
-        if job.channel is Channel.control:
-            return self.control_caller
-        if job.subshell_id is not None and "reject" not in job.state:
-            return self.subshells.caller(job.subshell_id)
-        return self.shell_caller
+        """Where a `blocking` request that is not user code runs: off the main thread."""
+        return self._caller_for(job, self.shell_caller)
 
     # --- messages out ----------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from async_kernel.caller import Caller
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from async_kernel.caller import Backend
+
 __all__ = ("SubshellManager", "UnknownSubshellError")
 
 
@@ -29,8 +31,8 @@ class SubshellManager:
         on_delete: Called with the id of each deleted subshell.
     """
 
-    def __init__(self, backend: str, on_delete: Callable[[str], None] | None = None) -> None:
-        self.backend = backend
+    def __init__(self, backend: Backend, on_delete: Callable[[str], None] | None = None) -> None:
+        self.backend: Backend = backend
         self._on_delete = on_delete
         self._subshells: dict[str, Caller] = {}
         self._lock = threading.Lock()
@@ -38,7 +40,7 @@ class SubshellManager:
     def create(self) -> str:
         """Start a new subshell and return its id."""
         subshell_id = uuid.uuid4().hex
-        caller = Caller.start_new(name=f"subshell-{subshell_id[:8]}", backend=self.backend)  # pyright: ignore[reportArgumentType]
+        caller = Caller.start_new(name=f"subshell-{subshell_id[:8]}", backend=self.backend)
         with self._lock:
             self._subshells[subshell_id] = caller
         return subshell_id

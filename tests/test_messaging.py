@@ -832,42 +832,6 @@ def test_kernel_exits_when_its_parent_dies(kernel_name: str, when: str) -> None:
                 stream.close()
 
 
-def test_subshell_cells_do_not_break_history(kernel) -> None:
-    """Subshells count on their own; their cells must not collide with the main shell's lines."""
-    _km, kc = kernel
-    kc.execute_interactive("hist_a = 1", timeout=30)
-    kc.control_channel.send(kc.session.msg("create_subshell_request", {}))
-    sid = kc.get_control_msg(timeout=10)["content"]["subshell_id"]
-    msg = kc.session.msg(
-        "execute_request",
-        {"code": "hist_b = 2", "silent": False, "store_history": True, "user_expressions": {}},
-    )
-    msg["header"]["subshell_id"] = sid
-    kc.shell_channel.send(msg)
-    while True:
-        reply = kc.get_shell_msg(timeout=30)
-        if reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]:
-            break
-    assert reply["content"]["status"] == "ok"
-    streams: list[str] = []
-    kc.execute_interactive(
-        "hist_c = 3",
-        timeout=30,
-        output_hook=lambda m: (
-            streams.append(m["content"]["text"]) if m["msg_type"] == "stream" else None
-        ),
-    )
-    assert not any("not unique" in text for text in streams)
-    kc.history(hist_access_type="tail", n=5)
-    history = kc.get_shell_msg(timeout=30)["content"]["history"]
-    sources = [entry[2] for entry in history]
-    assert "hist_a = 1" in sources
-    assert "hist_c = 3" in sources
-    assert "hist_b = 2" not in sources
-    kc.control_channel.send(kc.session.msg("delete_subshell_request", {"subshell_id": sid}))
-    assert kc.get_control_msg(timeout=10)["content"]["status"] == "ok"
-
-
 def test_kernel_settings_are_in_force(kernel) -> None:
     """The GIL switch interval and the history batch size are the kernel's defaults."""
     _km, kc = kernel
