@@ -76,7 +76,10 @@ class Interrupter:
         self._running: dict[Job, Running] = {}
         self._lock = threading.Lock()
         self._sleeping: set[int] = set()
-        self._targets: set[Job] | None = None
+        # Targets of requested interrupts not yet handled by the SIGINT handler. They add up,
+        # so a timeout and a user's interrupt close together do not overwrite each other.
+        self._targets: set[Job] = set()
+        self._all_requested = False
 
     # --- registry -------------------------------------------------------------------------
 
@@ -108,7 +111,11 @@ class Interrupter:
         The main thread is reached with SIGINT so that blocking code there is interrupted;
         the process group gets it too, so child processes started by a cell stop as well.
         """
-        self._targets = targets = set(jobs) if jobs is not None else None
+        targets = set(jobs) if jobs is not None else None
+        if targets is None:
+            self._all_requested = True
+        else:
+            self._targets |= targets
         # Marked before the signal: a cell whose blocking call the signal ends (its child
         # process dies of it) may finish before the handler runs in the main thread.
         for running in self.running():
@@ -123,7 +130,11 @@ class Interrupter:
             signal.pthread_kill(main, signal.SIGINT)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        targets, self._targets = self._targets, None
+        # Only targeted requests (timeouts) are pending: interrupt those. Any other SIGINT
+        # (the kernel manager's, or `request()` for all) interrupts every running request.
+        requested, self._targets = self._targets, set()
+        everything, self._all_requested = self._all_requested, False
+        targets = requested if requested and not everything else None
         main_in_code = _runs_user_code(frame)
         raise_here = False
         elsewhere: list[Running] = []
