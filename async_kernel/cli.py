@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from async_kernel import __version__, kernelspec
+from async_kernel import kernelspec
+from async_kernel._version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -276,7 +277,7 @@ def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list
     except ConfigFileError as e:
         return _fail(str(e))
     # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
-    from async_kernel.kernel import Kernel
+    from async_kernel._kernel import Kernel
 
     result: int | None = Kernel(config=config, connection_file=connection_file).run()
     return result or 0

@@ -1,4 +1,4 @@
-"""Tests for `async_kernel.caller`: lifecycle, scheduling from anywhere, cancellation, workers."""
+"""Tests for the `Caller`: lifecycle, scheduling from anywhere, cancellation, workers."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import aiologic
 import anyio
 import pytest
 
-import async_kernel.caller
-from async_kernel.caller import Caller, get_caller
-from async_kernel.enums import Channel
-from async_kernel.job import Job, current_job, get_job
-from async_kernel.pending import Pending, PendingCancelled
-from async_kernel.session import Message
+import async_kernel.callers._caller
+from async_kernel._enums import Channel
+from async_kernel.callers._caller import Caller, get_caller
+from async_kernel.callers._pending import Pending, PendingCancelled
+from async_kernel.wire._job import Job, current_job, get_job
+from async_kernel.wire._session import Message
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,7 +48,7 @@ def _make_job() -> Job:
 
 
 def test_all_is_declared() -> None:
-    assert set(async_kernel.caller.__all__) == {"Backend", "Caller", "get_caller"}
+    assert set(async_kernel.callers._caller.__all__) == {"Backend", "Caller", "get_caller"}
 
 
 def test_no_caller_on_a_plain_thread() -> None:

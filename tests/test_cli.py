@@ -28,7 +28,7 @@ def env_prefix(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 class FakeKernel(Configurable):
-    """Stands in for `async_kernel.kernel.Kernel`: records how `start` built it."""
+    """Stands in for `async_kernel._kernel.Kernel`: records how `start` built it."""
 
     instances: ClassVar[list[FakeKernel]] = []
     exit_code: ClassVar[int | None] = None
@@ -53,10 +53,10 @@ FakeKernel.__name__ = "Kernel"
 
 @pytest.fixture
 def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> type[FakeKernel]:
-    """Install a fake `async_kernel.kernel` module whose `Kernel` is `FakeKernel`."""
-    module = types.ModuleType("async_kernel.kernel")
+    """Install a fake `async_kernel._kernel` module whose `Kernel` is `FakeKernel`."""
+    module = types.ModuleType("async_kernel._kernel")
     module.Kernel = FakeKernel  # pyright: ignore[reportAttributeAccessIssue]
-    monkeypatch.setitem(sys.modules, "async_kernel.kernel", module)
+    monkeypatch.setitem(sys.modules, "async_kernel._kernel", module)
     monkeypatch.setattr(FakeKernel, "instances", [])
     monkeypatch.setattr(FakeKernel, "exit_code", None)
     return FakeKernel

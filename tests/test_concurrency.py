@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from jupyter_client.manager import KernelManager
 
 PROBE = (
-    "from async_kernel.utils import get_job\n"
+    "from async_kernel import get_job\n"
     "import threading\n"
     "print(get_job().run_mode.value, threading.current_thread().name == 'MainThread')"
 )
@@ -41,7 +41,7 @@ def driver(kernel: tuple[KernelManager, BlockingKernelClient]) -> Driver:
     d.run(
         "import anyio, threading\n"
         "from async_kernel import Channel, RunMode\n"
-        "from async_kernel.utils import get_job, get_kernel"
+        "from async_kernel import get_job, get_kernel"
     )
     return d
 

@@ -17,8 +17,12 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file as jc_write_connection_file
 
-from async_kernel.connection import ConnectionInfo, read_connection_file, write_connection_file
-from async_kernel.enums import Channel
+from async_kernel._enums import Channel
+from async_kernel.wire._connection import (
+    ConnectionInfo,
+    read_connection_file,
+    write_connection_file,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

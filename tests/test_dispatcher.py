@@ -1,4 +1,4 @@
-"""Unit tests of the run-mode policy (`async_kernel.dispatcher`) and of `RunMode` parsing."""
+"""Unit tests of the run-mode policy (the dispatcher) and of `RunMode` parsing."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from async_kernel.dispatcher import (
+from async_kernel._enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel.requests._dispatcher import (
     DEFAULT_RUN_MODES,
-    Dispatcher,
+    Aborts,
     all_concurrency_run_modes,
     execute_override,
     run_mode_for,
 )
-from async_kernel.enums import Channel, KernelConcurrencyMode, MsgType, RunMode
-from async_kernel.job import Job
-from async_kernel.session import Message
+from async_kernel.wire._job import Job
+from async_kernel.wire._session import Message
 
 SHELL, CONTROL = Channel.shell, Channel.control
 B, Q, T, TH = RunMode.blocking, RunMode.queue, RunMode.task, RunMode.thread
@@ -83,7 +83,7 @@ def override(
     header: dict[str, Any] = {"msg_type": "execute_request"}
     if head is not None:
         header["run_mode"] = head
-    return execute_override(content, metadata, header)
+    return execute_override(Job(Message(header, {}, metadata, content), SHELL))
 
 
 # --- the default table ------------------------------------------------------------------------
@@ -243,7 +243,8 @@ def test_metadata_and_header_select_the_mode(mode: RunMode) -> None:
 def test_bad_metadata_and_header_values_are_ignored(bad: Any) -> None:
     metadata = {"run_mode": bad}
     header = {"run_mode": bad}
-    assert execute_override({"code": "1"}, metadata, header) is None
+    msg = Message({"msg_type": "execute_request", **header}, {}, metadata, {"code": "1"})
+    assert execute_override(Job(msg, SHELL)) is None
 
 
 def test_override_precedence() -> None:
@@ -280,7 +281,7 @@ def test_blocking_concurrency_mode_beats_overrides(code: str) -> None:
 def test_execute_request_content_without_code() -> None:
     job = make_job(None, metadata={"run_mode": "task"})
     assert run_mode_for("execute_request", SHELL, KernelConcurrencyMode.default, job) is T
-    assert execute_override({"code": 5}, {}, {}) is None
+    assert execute_override(Job(Message({}, {}, {}, {"code": 5}), SHELL)) is None
 
 
 # --- RunMode parsing -------------------------------------------------------------------------
@@ -333,23 +334,19 @@ def test_run_mode_members() -> None:
 
 
 def test_abort_covers_exactly_what_arrived_behind_the_error() -> None:
-    async def run(job: Job) -> None:
-        raise AssertionError("not started in this test")
-
-    def no_caller(job: Job) -> Any:
-        raise AssertionError("not started in this test")
-
-    dispatcher = Dispatcher(run, no_caller, no_caller)
+    aborts = Aborts()
     failing, queued_1, queued_2 = (make_job(msg_type="execute_request") for _ in range(3))
     other_subshell = make_job(msg_type="execute_request", header={"subshell_id": "s"})
     other_subshell.subshell_id = "s"
     for job in (failing, queued_1, queued_2, other_subshell):
-        dispatcher.next_seq(job)
-    dispatcher.abort_queued(failing)
+        aborts.number(job)
+    aborts.abort_queued(failing)
     later = make_job(msg_type="execute_request")
-    dispatcher.next_seq(later)
-    assert not dispatcher.is_aborted(failing)
-    assert dispatcher.is_aborted(queued_1)
-    assert dispatcher.is_aborted(queued_2)
-    assert not dispatcher.is_aborted(later)
-    assert not dispatcher.is_aborted(other_subshell)
+    aborts.number(later)
+    assert not aborts.is_aborted(failing)
+    assert aborts.is_aborted(queued_1)
+    assert aborts.is_aborted(queued_2)
+    assert not aborts.is_aborted(later)
+    assert not aborts.is_aborted(other_subshell)
+    aborts.forget("s")
+    assert aborts.number(other_subshell) == 1

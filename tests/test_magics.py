@@ -1,4 +1,4 @@
-"""Tests for `async_kernel.magics`: `%callers` in a plain IPython shell."""
+"""Tests for `async_kernel.ipython._magics`: `%callers` in a plain IPython shell."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-import async_kernel.magics
-from async_kernel.caller import Caller
-from async_kernel.magics import CallersTable, KernelMagics
+import async_kernel.ipython._magics
+from async_kernel.callers._caller import Caller
+from async_kernel.ipython._magics import CallersTable, KernelMagics
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,7 +40,11 @@ def callers() -> Iterator[tuple[Caller, Caller]]:
 
 
 def test_all_is_declared() -> None:
-    assert set(async_kernel.magics.__all__) == {"CallersTable", "KernelMagics", "SubshellInfo"}
+    assert set(async_kernel.ipython._magics.__all__) == {
+        "CallersTable",
+        "KernelMagics",
+        "SubshellInfo",
+    }
 
 
 def test_callers_renders_text_and_html(
@@ -84,7 +88,7 @@ def test_stopped_callers_disappear(shell: InteractiveShell) -> None:
 
 
 def test_subshell_info_lists_and_marks_the_current_subshell() -> None:
-    from async_kernel.magics import SubshellInfo
+    from async_kernel.ipython._magics import SubshellInfo
 
     text = repr(SubshellInfo("b", ["a", "b"]))
     assert "current: b" in text

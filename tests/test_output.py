@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(90)
 def driver(kernel: tuple[KernelManager, BlockingKernelClient]) -> Driver:
     _, kc = kernel
     d = Driver(kc)
-    d.run("import threading, time, os, sys, anyio\nfrom async_kernel.utils import get_job")
+    d.run("import threading, time, os, sys, anyio\nfrom async_kernel import get_job")
     return d
 
 
@@ -85,7 +85,7 @@ def test_starter_policy_keeps_thread_output_in_the_starting_cell(driver: Driver)
     d = driver
     d.run(
         code("""
-        from async_kernel.utils import get_kernel
+        from async_kernel import get_kernel
         get_kernel().thread_parent_policy = "starter"
         """)
     )
@@ -180,7 +180,7 @@ def test_pinning_a_plain_thread_to_an_earlier_cell(driver: Driver, how: str) -> 
     a = d.execute(
         code(
             """
-        from async_kernel.utils import output_to, reset_thread_parent, set_thread_parent
+        from async_kernel import output_to, reset_thread_parent, set_thread_parent
         pin_job = get_job()
         pin_go, pin_done = threading.Event(), threading.Event()
         def pin_work():
@@ -290,7 +290,7 @@ def test_display_update_and_clear_from_a_worker_thread(driver: Driver) -> None:
     # A display updated later, from a thread pinned to the first cell while another cell runs.
     b = d.execute(
         code("""
-        from async_kernel.utils import output_to
+        from async_kernel import output_to
         dt_job, dt_go, dt_done = get_job(), threading.Event(), threading.Event()
         dt_h = display("late display", display_id=True)
         def dt_late():
@@ -411,7 +411,7 @@ def test_background_work_keeps_its_cell_after_the_reply(driver: Driver) -> None:
     a = d.execute(
         code("""
         from async_kernel import Caller
-        from async_kernel.utils import output_to
+        from async_kernel import output_to
         bg_job = get_job()
         bg_go, bg_task_go = threading.Event(), anyio.Event()
         def bg_thread():

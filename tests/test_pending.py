@@ -1,4 +1,4 @@
-"""Tests for `async_kernel.pending`: completion, cancellation, callbacks and waiting."""
+"""Tests for `async_kernel.callers._pending`: completion, cancellation, callbacks and waiting."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-import async_kernel.pending
-from async_kernel.pending import Pending, PendingCancelled
+import async_kernel.callers._pending
+from async_kernel.callers._pending import Pending, PendingCancelled
 
 
 def _wait_for(condition: Any, timeout: float = 5.0) -> None:
@@ -30,7 +30,7 @@ def _waiters(pending: Pending[Any]) -> int:
 
 
 def test_all_is_declared() -> None:
-    assert set(async_kernel.pending.__all__) == {"Pending", "PendingCancelled"}
+    assert set(async_kernel.callers._pending.__all__) == {"Pending", "PendingCancelled"}
 
 
 def test_set_result() -> None:
@@ -119,7 +119,7 @@ def test_failing_callback_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 
     pending.add_done_callback(bad)
     pending.add_done_callback(lambda p: seen.append(p.result()))
-    with caplog.at_level(logging.ERROR, logger="async_kernel.pending"):
+    with caplog.at_level(logging.ERROR, logger="async_kernel.callers._pending"):
         assert pending.set_result(5)
     assert seen == [5], "later callbacks still run"
     assert "callback failed" in caplog.text

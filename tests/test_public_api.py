@@ -1,4 +1,4 @@
-"""Every module declares `__all__` as a tuple, and it matches what the module defines."""
+"""The public API: a small façade, one import path per name, `__all__` in every module."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ import pytest
 import async_kernel
 
 MODULES = sorted(
-    info.name for info in pkgutil.iter_modules(async_kernel.__path__, prefix="async_kernel.")
+    info.name for info in pkgutil.walk_packages(async_kernel.__path__, prefix="async_kernel.")
 )
+PUBLIC_MODULES = [m for m in MODULES if not any(p.startswith("_") for p in m.split("."))]
+
+
+def test_the_package_has_the_layers() -> None:
+    for package in ("callers", "wire", "output", "requests", "ipython"):
+        assert f"async_kernel.{package}" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -38,5 +44,28 @@ def test_public_definitions_are_exported(name: str) -> None:
     assert not unexported, f"{name} defines public names missing from __all__: {unexported}"
 
 
-def test_package_exports_the_core_api() -> None:
-    assert {"Caller", "Pending", "RunMode", "KernelConcurrencyMode"} <= set(async_kernel.__all__)
+def test_the_facade_is_small_and_documented() -> None:
+    names = [n for n in async_kernel.__all__ if n != "__version__"]
+    assert 15 <= len(names) <= 25
+    assert {"Caller", "Pending", "RunMode", "KernelConcurrencyMode", "get_kernel"} <= set(names)
+    undocumented = [n for n in names if not inspect.getdoc(getattr(async_kernel, n))]
+    assert not undocumented
+
+
+def test_each_public_name_has_one_import_path() -> None:
+    """The façade's names come from private modules and no other public module exports them."""
+    facade = set(async_kernel.__all__)
+    for name in PUBLIC_MODULES:
+        if name == "async_kernel":
+            continue
+        again = facade & set(importlib.import_module(name).__all__)
+        assert not again, f"{name} exports façade names again: {again}"
+    for name in facade - {"__version__"}:
+        module = getattr(getattr(async_kernel, name), "__module__", "")
+        assert any(p.startswith("_") for p in module.split(".")), (name, module)
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    assert async_kernel.__version__ == version("async-kernel")

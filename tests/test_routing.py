@@ -1,4 +1,4 @@
-"""Unit tests for `async_kernel.routing`: which request the output of the current code belongs to.
+"""Unit tests for output routing: which request the output of the current code belongs to.
 
 In-process: jobs are made by hand, threads are plain `threading.Thread`s, and the module's global
 state (the latest execute request, the policy) is restored after each test.
@@ -15,10 +15,10 @@ import anyio
 import anyio.to_thread
 import pytest
 
-import async_kernel.routing
-from async_kernel.enums import Channel
-from async_kernel.job import Job, current_job
-from async_kernel.routing import (
+import async_kernel.output._routing
+from async_kernel._enums import Channel
+from async_kernel._patches import ProcessPatches
+from async_kernel.output._routing import (
     ThreadParentPolicy,
     current_parent,
     output_to,
@@ -27,7 +27,8 @@ from async_kernel.routing import (
     set_thread_parent,
     set_thread_parent_policy,
 )
-from async_kernel.session import Message
+from async_kernel.wire._job import Job, current_job
+from async_kernel.wire._session import Message
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -62,7 +63,7 @@ def in_plain_thread(func: Callable[[], object]) -> object:
 @pytest.fixture(autouse=True)
 def clean_state() -> Iterator[None]:
     """Start each test with no latest request, the default policy and no bound parent."""
-    state = async_kernel.routing._State  # pyright: ignore[reportPrivateUsage]
+    state = async_kernel.output._routing._State  # pyright: ignore[reportPrivateUsage]
     saved = (state.latest, state.policy)
     state.latest, state.policy = None, ThreadParentPolicy.latest
     token = set_thread_parent(None)
@@ -74,9 +75,9 @@ def clean_state() -> Iterator[None]:
 
 
 def test_all_names_exist() -> None:
-    assert isinstance(async_kernel.routing.__all__, tuple)
-    for name in async_kernel.routing.__all__:
-        assert hasattr(async_kernel.routing, name), name
+    assert isinstance(async_kernel.output._routing.__all__, tuple)
+    for name in async_kernel.output._routing.__all__:
+        assert hasattr(async_kernel.output._routing, name), name
 
 
 def test_no_parent_at_all() -> None:
@@ -189,9 +190,21 @@ def test_policy_values_and_validation() -> None:
     set_thread_parent_policy("latest")
     with pytest.raises(ValueError, match="sometimes"):
         set_thread_parent_policy("sometimes")
-    assert async_kernel.routing._State.policy is ThreadParentPolicy.latest  # pyright: ignore[reportPrivateUsage]
+    assert async_kernel.output._routing._State.policy is ThreadParentPolicy.latest  # pyright: ignore[reportPrivateUsage]
 
 
+@pytest.fixture
+def starters() -> Iterator[None]:
+    """`Thread.start` remembers the starting cell, as in a running kernel."""
+    patches = ProcessPatches()
+    patches.remember_thread_starters()
+    try:
+        yield
+    finally:
+        patches.restore()
+
+
+@pytest.mark.usefixtures("starters")
 def test_starter_policy_sends_a_plain_thread_to_the_cell_that_started_it() -> None:
     a, b = make_job("a"), make_job("b")
     set_thread_parent_policy(ThreadParentPolicy.starter)
@@ -229,12 +242,13 @@ def test_starter_policy_sends_a_plain_thread_to_the_cell_that_started_it() -> No
     assert seen == [b]
 
 
+@pytest.mark.usefixtures("starters")
 def test_starter_policy_without_a_starter_falls_back_to_latest() -> None:
     latest = make_job("latest")
     set_thread_parent_policy("starter")
     set_latest_execute(latest)
     # Started where no request is current and none is latest yet: nothing to remember.
-    async_kernel.routing._State.latest = None  # pyright: ignore[reportPrivateUsage]
+    async_kernel.output._routing._State.latest = None  # pyright: ignore[reportPrivateUsage]
     go = threading.Event()
     seen: list[Job | None] = []
 
@@ -268,14 +282,17 @@ def test_starter_policy_bound_parent_still_wins() -> None:
         current_job.reset(token)
 
 
-def test_thread_start_hook_is_installed_once() -> None:
-    set_thread_parent_policy("starter")
-    start = threading.Thread.start
-    set_thread_parent_policy("latest")
-    set_thread_parent_policy("starter")
-    assert threading.Thread.start is start
-    # Threads still start and run normally through the hook.
-    assert in_plain_thread(lambda: 42) == 42
+def test_thread_start_hook_is_undone_by_restore() -> None:
+    original = threading.Thread.start
+    patches = ProcessPatches()
+    patches.remember_thread_starters()
+    try:
+        assert threading.Thread.start is not original
+        # Threads still start and run normally through the hook.
+        assert in_plain_thread(lambda: 42) == 42
+    finally:
+        patches.restore()
+    assert threading.Thread.start is original
 
 
 @pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""Unit tests of `async_kernel.session`: the wire format, signing, and refusing bad frames."""
+"""Unit tests of `async_kernel.wire._session`: the wire format, signing, and refusing bad frames."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import orjson
 import pytest
 from jupyter_client.session import Session as ClientSession
 
-from async_kernel.session import DELIMITER, PROTOCOL_VERSION, Message, MessageError, Session
+from async_kernel.wire._session import DELIMITER, PROTOCOL_VERSION, Message, MessageError, Session
 
 KEY = b"a-test-key-0123456789"
 

@@ -51,7 +51,7 @@ def run(kc: BlockingKernelClient, code: str) -> tuple[dict[str, object], str]:
 def test_settings_reach_the_kernel(configured: BlockingKernelClient) -> None:
     content, out = run(
         configured,
-        "from async_kernel.utils import get_kernel\n"
+        "from async_kernel import get_kernel\n"
         "k = get_kernel()\n"
         "print(k.concurrency_mode.value, k.capture_fd_output, k.flush_interval)",
     )

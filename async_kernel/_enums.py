@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Self
 
-__all__ = ("Channel", "KernelConcurrencyMode", "MsgType", "RunMode", "SocketID")
+__all__ = ("Channel", "KernelConcurrencyMode", "MsgType", "RunMode")
 
 
 class RunMode(enum.StrEnum):
@@ -68,10 +68,6 @@ class Channel(enum.StrEnum):
     """Broadcast of status, output, display and comm messages."""
     heartbeat = "hb"
     """The echo socket that proves the kernel is alive."""
-
-
-SocketID = Channel
-"""The sockets are named after their channels."""
 
 
 class MsgType(enum.StrEnum):

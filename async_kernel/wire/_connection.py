@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import orjson
 
-from async_kernel.enums import Channel
+from async_kernel._enums import Channel
 
 __all__ = ("ConnectionInfo", "read_connection_file", "write_connection_file")
 

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from async_kernel.caller import Caller
+from async_kernel.callers._caller import Caller
+from async_kernel.wire._job import current_job
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
     from rich.table import Table
 
@@ -94,7 +97,16 @@ class SubshellInfo:
 
 @magics_class
 class KernelMagics(Magics):
-    """Magics that look into the kernel's machinery."""
+    """Magics that look into the kernel's machinery.
+
+    Args:
+        shell: The IPython shell.
+        subshell_ids: Returns the ids of the kernel's subshells.
+    """
+
+    def __init__(self, shell: Any = None, subshell_ids: Callable[[], list[str]] = list) -> None:
+        super().__init__(shell)
+        self._subshell_ids = subshell_ids
 
     @line_magic
     def callers(self, line: str = "") -> CallersTable:
@@ -104,12 +116,5 @@ class KernelMagics(Magics):
     @line_magic
     def subshell(self, line: str = "") -> SubshellInfo:
         """Show the subshell this cell runs in (or the main shell) and list all subshells."""
-        from async_kernel.job import get_job
-        from async_kernel.utils import get_kernel
-
-        job = get_job()
-        try:
-            ids = get_kernel().subshells.ids()
-        except RuntimeError:  # not inside a kernel (e.g. a plain IPython)
-            ids = []
-        return SubshellInfo(job.subshell_id if job is not None else None, ids)
+        job = current_job.get()
+        return SubshellInfo(job.subshell_id if job is not None else None, self._subshell_ids())

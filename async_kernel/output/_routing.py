@@ -16,7 +16,7 @@ import enum
 import threading
 from typing import TYPE_CHECKING
 
-from async_kernel.job import Job, current_job
+from async_kernel.wire._job import Job, current_job
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -25,6 +25,7 @@ __all__ = (
     "ThreadParentPolicy",
     "current_parent",
     "output_to",
+    "remember_starter",
     "reset_thread_parent",
     "set_latest_execute",
     "set_thread_parent",
@@ -117,23 +118,13 @@ def set_latest_execute(job: Job) -> None:
 def set_thread_parent_policy(policy: ThreadParentPolicy | str) -> None:
     """Choose where output from plain threads goes (see `ThreadParentPolicy`)."""
     _State.policy = ThreadParentPolicy(policy)
+
+
+def remember_starter(thread: threading.Thread) -> None:
+    """Record the current parent on a thread that is being started (`ThreadParentPolicy.starter`).
+
+    The kernel calls this from its `threading.Thread.start`; under the `latest` policy it does
+    nothing.
+    """
     if _State.policy is ThreadParentPolicy.starter:
-        _install_thread_start_hook()
-
-
-_hook_installed = False
-
-
-def _install_thread_start_hook() -> None:
-    """Make `threading.Thread.start` remember the request current in the starting code."""
-    global _hook_installed
-    if _hook_installed:
-        return
-    _hook_installed = True
-    original_start = threading.Thread.start
-
-    def start(self: threading.Thread) -> None:
-        setattr(self, _starter_key, current_parent())
-        original_start(self)
-
-    threading.Thread.start = start
+        setattr(thread, _starter_key, current_parent())

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 import anyio
 
-from async_kernel.pending import Pending
-from async_kernel.scheduler import Scheduler
+from async_kernel.callers._pending import Pending
+from async_kernel.callers._scheduler import Scheduler
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
 
     from anyio.abc import TaskGroup, TaskStatus
 
-    from async_kernel.workers import Worker
+    from async_kernel.callers._workers import Worker
 
 __all__ = ("Backend", "Caller", "get_caller")
 
@@ -56,7 +56,7 @@ def _current_backend() -> Backend:
 @functools.cache
 def _worker_class() -> type[Worker]:
     """Return `Worker`, imported on first use: it subclasses `Caller`, so `workers` imports us."""
-    from async_kernel.workers import Worker
+    from async_kernel.callers._workers import Worker
 
     return Worker
 

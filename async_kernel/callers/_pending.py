@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     import aiologic
 
-    from async_kernel.caller import Caller
+    from async_kernel.callers._caller import Caller
 
 __all__ = ("Pending", "PendingCancelled")
 

@@ -11,19 +11,26 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from async_kernel.enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel._enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel.requests._subshells import UnknownSubshellError
+from async_kernel.wire._job import Job
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-    from async_kernel.caller import Caller
-    from async_kernel.job import Job
-    from async_kernel.pending import Pending
+    from async_kernel.callers._caller import Caller
+    from async_kernel.callers._pending import Pending
+    from async_kernel.requests._runner import JobRunner
+    from async_kernel.requests._subshells import SubshellManager
+    from async_kernel.wire._session import Message
 
 __all__ = (
     "DEFAULT_RUN_MODES",
+    "Aborts",
+    "Callers",
     "Dispatcher",
     "all_concurrency_run_modes",
     "execute_override",
@@ -62,26 +69,22 @@ DEFAULT_RUN_MODES: dict[tuple[Channel, MsgType], RunMode] = {
 _MODE_PREFIXES = ("##", "RunMode.")
 
 
-def execute_override(
-    content: dict[str, Any], metadata: dict[str, Any], header: dict[str, Any]
-) -> RunMode | None:
+def execute_override(job: Job) -> RunMode | None:
     """Return the run mode an execute request asks for, strongest first, or None.
 
     The order is: the code's first line (`##thread` or `RunMode.thread`), a cell tag equal to
     a mode, the metadata's `run_mode`, the header's `run_mode`. A first line that is not
     exactly a mode (`# threading demo`, `##threads`) is an ordinary comment.
     """
-    code = content.get("code")
+    code = job.content.get("code")
     if isinstance(code, str) and code:
         first = code.lstrip("\r\n").split("\n", 1)[0].strip()
         if first.startswith(_MODE_PREFIXES) and (mode := RunMode.get(first)):
             return mode
-    tags = metadata.get("tags")
-    if isinstance(tags, list):
-        for tag in tags:  # pyright: ignore[reportUnknownVariableType]
-            if isinstance(tag, str) and (mode := RunMode.get(tag)) and tag == mode.value:
-                return mode
-    for source in (metadata, header):
+    for tag in job.tags:
+        if (mode := RunMode.get(tag)) and tag == mode.value:
+            return mode
+    for source in (job.msg.metadata, job.msg.header):
         if (mode := RunMode.get(source.get("run_mode"))) is not None:
             return mode
     return None
@@ -101,8 +104,7 @@ def run_mode_for(
     if concurrency_mode is KernelConcurrencyMode.blocking:
         return RunMode.blocking
     if job is not None and msg_type == MsgType.execute_request:
-        msg = job.msg
-        return execute_override(msg.content, msg.metadata, msg.header) or default
+        return execute_override(job) or default
     return default
 
 
@@ -125,38 +127,19 @@ def all_concurrency_run_modes() -> list[dict[str, str]]:
     ]
 
 
-class Dispatcher:
-    """Sends each job to its caller in its run mode; holds jobs behind a blocking one.
+class Aborts:
+    """Arrival numbers per shell and subshell, and which queued executes to answer `aborted`.
 
-    Args:
-        run: The coroutine function that handles a job (the kernel's request wrapper).
-        caller_for: Returns the caller a job runs on (`queue`, `task` and `blocking` modes).
-        blocking_caller_for: Returns the caller of a `blocking` job that is not user code.
-        run_now: Handles a job synchronously (for handlers that are plain functions).
-        is_sync: Whether `run_now` can handle a job; such `blocking` jobs run without a task.
+    After an error with `stop_on_error`, the executes that arrived before it finished and wait
+    behind it in its (sub)shell are aborted; what arrives later runs.
     """
 
-    def __init__(
-        self,
-        run: Callable[[Job], Coroutine[Any, Any, None]],
-        caller_for: Callable[[Job], Caller],
-        blocking_caller_for: Callable[[Job], Caller],
-        *,
-        run_now: Callable[[Job], None] | None = None,
-        is_sync: Callable[[Job], bool] | None = None,
-    ) -> None:
-        self._run = run
-        self._run_now = run_now
-        self._is_sync = is_sync
-        self._caller_for = caller_for
-        self._blocking_caller_for = blocking_caller_for
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._blocked: set[tuple[Channel, str | None]] = set()
-        self._held: dict[tuple[Channel, str | None], collections.deque[Job]] = {}
         self._seq: dict[tuple[Channel, str | None], int] = {}
         self._aborting: dict[tuple[Channel, str | None], tuple[int, int]] = {}
 
-    def next_seq(self, job: Job) -> int:
+    def number(self, job: Job) -> int:
         """Give `job` its arrival number within its channel and subshell."""
         key = (job.channel, job.subshell_id)
         with self._lock:
@@ -178,6 +161,64 @@ class Dispatcher:
         lo, hi = self._aborting.get((job.channel, job.subshell_id), (0, 0))
         return job.channel is Channel.shell and lo < job.seq <= hi
 
+    def forget(self, subshell_id: str) -> None:
+        """Drop the numbers of a deleted subshell."""
+        with self._lock:
+            for key in [k for k in self._seq if k[1] == subshell_id]:
+                self._seq.pop(key, None)
+                self._aborting.pop(key, None)
+
+
+class Dispatcher:
+    """Turns each verified message into a job and sends it to its caller in its run mode.
+
+    Holds the jobs of a channel (and subshell) behind a `blocking` one until it is done.
+
+    Args:
+        runner: Runs a job: busy, its handler, a reply, idle.
+        callers: Where jobs run: the main shell, control, the `Shell` caller and subshells.
+        aborts: Numbers jobs by arrival (for aborts after an error).
+        concurrency_mode: Returns the kernel's concurrency mode (it may change at run time).
+        on_input_reply: Takes the `input_reply` messages of the stdin channel.
+    """
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        callers: Callers,
+        aborts: Aborts,
+        *,
+        concurrency_mode: Callable[[], KernelConcurrencyMode],
+        on_input_reply: Callable[[Message], None],
+    ) -> None:
+        self._runner = runner
+        self._callers = callers
+        self._aborts = aborts
+        self._concurrency_mode = concurrency_mode
+        self._on_input_reply = on_input_reply
+        self._lock = threading.Lock()
+        self._blocked: set[tuple[Channel, str | None]] = set()
+        self._held: dict[tuple[Channel, str | None], collections.deque[Job]] = {}
+
+    def receive(self, channel: Channel, msg: Message) -> None:
+        """Take a verified message from the socket thread: make its job and submit it."""
+        if channel is Channel.stdin:
+            if msg.msg_type == MsgType.input_reply:
+                self._on_input_reply(msg)
+            return
+        job = Job(msg, channel, subshell_id=msg.header.get("subshell_id") or None)
+        mode = run_mode_for(msg.msg_type, channel, self._concurrency_mode(), job)
+        if mode is None:
+            log.warning("unknown message type %r on %s", msg.msg_type, channel)
+            job.reject = f"unknown message type {msg.msg_type!r} on the {channel} channel"
+            mode = RunMode.blocking
+        elif job.subshell_id is not None and job.subshell_id not in self._callers.subshells:
+            job.reject = str(UnknownSubshellError(job.subshell_id))
+            mode = RunMode.blocking
+        job.run_mode = mode
+        self._aborts.number(job)
+        self.submit(job)
+
     def submit(self, job: Job) -> None:
         """Start `job` in its run mode, or hold it while a blocking job of its channel runs."""
         key = (job.channel, job.subshell_id)
@@ -190,29 +231,27 @@ class Dispatcher:
         self._start(job)
 
     def _start(self, job: Job) -> None:
+        run = self._runner.run
         match job.run_mode:
             case RunMode.blocking:
-                caller = (
-                    self._caller_for(job)
-                    if job.msg_type == MsgType.execute_request
-                    else self._blocking_caller_for(job)
-                )
-                if self._run_now is not None and self._is_sync is not None and self._is_sync(job):
-                    pending: Pending[None] = caller.call_direct(self._run_now, job)
+                user_code = job.msg_type == MsgType.execute_request
+                caller = self._callers.caller_for(job, blocking=not user_code)
+                if self._runner.is_sync(job):
+                    pending: Pending[None] = caller.call_direct(self._runner.run_now, job)
                 else:
-                    pending = caller.call_soon(self._run, job)
+                    pending = caller.call_soon(run, job)
                 pending.add_done_callback(lambda _: self._release(job))
             case RunMode.queue:
-                self._caller_for(job).queue_call(self._run, job)
+                self._callers.caller_for(job).queue_call(run, job)
             case RunMode.thread:
-                self._caller_for(job).to_thread(self._run, job)
+                self._callers.caller_for(job).to_thread(run, job)
             case _ if job.msg_type == MsgType.comm_msg:
                 # Trio does not start tasks in the order they were spawned: messages of one
                 # comm go through a FIFO of their own, so they are handled in arrival order.
                 comm_id = job.content.get("comm_id")
-                self._caller_for(job).queue_call(_Ordered(comm_id, self._run), job)
+                self._callers.caller_for(job).queue_call(_Ordered(comm_id, run), job)
             case _:
-                self._caller_for(job).call_soon(self._run, job)
+                self._callers.caller_for(job).call_soon(run, job)
 
     def _release(self, job: Job) -> None:
         """A blocking job is done: start the jobs held behind it, up to the next blocking one."""
@@ -228,6 +267,34 @@ class Dispatcher:
             self._start(nxt)
             if nxt.run_mode is RunMode.blocking:
                 return
+
+
+@dataclass(slots=True, frozen=True)
+class Callers:
+    """The callers that jobs run on."""
+
+    main: Caller
+    """The main shell's (MainThread): executes and the main shell's other requests."""
+    control: Caller
+    """The control channel's."""
+    shell: Caller
+    """Blocking main-shell requests that are not user code (kernel_info, comm_open, ...)."""
+    subshells: SubshellManager
+    """The subshells, each with a caller of its own."""
+
+    def caller_for(self, job: Job, *, blocking: bool = False) -> Caller:
+        """Return the caller of `job`: control's, its subshell's, else the main shell's.
+
+        Args:
+            job: The request.
+            blocking: It is a `blocking` request that runs no user code, so the main shell's
+                share goes to the `Shell` caller, off a main thread that a cell may block.
+        """
+        if job.channel is Channel.control:
+            return self.control
+        if job.subshell_id is not None and job.reject is None:
+            return self.subshells.caller(job.subshell_id)
+        return self.shell if blocking else self.main
 
 
 class _Ordered:

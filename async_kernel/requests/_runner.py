@@ -7,14 +7,14 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from async_kernel.enums import MsgType
-from async_kernel.job import Job, current_job
+from async_kernel._enums import MsgType
+from async_kernel.wire._job import Job, current_job, error_content
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from async_kernel.handlers import RequestHandlers
-    from async_kernel.kernel import Kernel
+    from async_kernel.requests._handlers import RequestHandlers
+    from async_kernel.wire._outbox import Outbox
 
 __all__ = ("JobRunner",)
 
@@ -25,12 +25,12 @@ class JobRunner:
     """Wraps every request: whatever its handler does, the client gets a reply and `idle`.
 
     Args:
-        kernel: Publishes the status messages and sends the replies.
+        outbox: Publishes the status messages and sends the replies.
         handlers: The object whose methods, named like the message types, handle requests.
     """
 
-    def __init__(self, kernel: Kernel, handlers: RequestHandlers) -> None:
-        self.kernel = kernel
+    def __init__(self, outbox: Outbox, handlers: RequestHandlers) -> None:
+        self.outbox = outbox
         self.handlers = handlers
         self._sync_handlers = frozenset(
             t.value
@@ -68,7 +68,7 @@ class JobRunner:
 
     def is_sync(self, job: Job) -> bool:
         """Whether the handler of `job` is a plain function (so `run_now` can run it)."""
-        return "reject" in job.state or job.msg_type in self._sync_handlers
+        return job.reject is not None or job.msg_type in self._sync_handlers
 
     async def handle(self, job: Job) -> dict[str, Any] | None:
         """Call the handler named like the request's msg_type and return its reply content."""
@@ -78,21 +78,20 @@ class JobRunner:
         return result
 
     def _handler(self, job: Job) -> Callable[[Job], Any]:
-        reject = job.state.get("reject")
-        if reject is not None:
-            error = {"status": "error", "ename": "ValueError", "evalue": reject, "traceback": []}
+        if job.reject is not None:
+            error = {"status": "error", **error_content("ValueError", job.reject)}
             return lambda _: error
         return getattr(self.handlers, MsgType(job.msg_type).value)
 
     def _begin(self, job: Job) -> contextvars.Token[Job | None]:
         token = current_job.set(job)
-        self.kernel.publish("status", {"execution_state": "busy"}, parent=job)
+        self.outbox.status(job, "busy")
         return token
 
     @staticmethod
     def _failed(job: Job, e: Exception) -> dict[str, Any]:
         log.exception("%r failed", job)
-        return {"status": "error", "ename": type(e).__name__, "evalue": str(e), "traceback": []}
+        return {"status": "error", **error_content(type(e).__name__, str(e))}
 
     def _end(
         self, job: Job, token: contextvars.Token[Job | None], content: dict[str, Any] | None
@@ -102,10 +101,10 @@ class JobRunner:
             msg_type = job.msg_type
             if content is not None and msg_type.endswith("_request"):
                 reply_type = msg_type.removesuffix("_request") + "_reply"
-                self.kernel.send_reply(job, reply_type, content, job.state.get("reply_metadata"))
+                metadata = job.execute.metadata if job.execute is not None else None
+                self.outbox.reply(job, reply_type, content, metadata)
         finally:
-            self.kernel.publish("status", {"execution_state": "idle"}, parent=job)
+            self.outbox.status(job, "idle")
             current_job.reset(token)
-            after = job.state.pop("after_reply", None)
-            if after is not None:
-                after()
+            if job.after_reply is not None:
+                job.after_reply()

@@ -6,12 +6,12 @@ import threading
 import uuid
 from typing import TYPE_CHECKING
 
-from async_kernel.caller import Caller
+from async_kernel.callers._caller import Caller
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from async_kernel.caller import Backend
+    from async_kernel.callers._caller import Backend
 
 __all__ = ("SubshellManager", "UnknownSubshellError")
 
@@ -33,7 +33,8 @@ class SubshellManager:
 
     def __init__(self, backend: Backend, on_delete: Callable[[str], None] | None = None) -> None:
         self.backend: Backend = backend
-        self._on_delete = on_delete
+        self.on_delete = on_delete
+        """Called with the id of each deleted subshell."""
         self._subshells: dict[str, Caller] = {}
         self._lock = threading.Lock()
 
@@ -56,8 +57,8 @@ class SubshellManager:
         if caller is None:
             raise UnknownSubshellError(subshell_id)
         caller.stop(force=True)
-        if self._on_delete is not None:
-            self._on_delete(subshell_id)
+        if self.on_delete is not None:
+            self.on_delete(subshell_id)
 
     def ids(self) -> list[str]:
         """Return the ids of the subshells, oldest first."""

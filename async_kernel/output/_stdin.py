@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import StdinNotImplementedError
 
-from async_kernel.enums import Channel
-from async_kernel.routing import current_parent
+from async_kernel.output._routing import current_parent
 
 if TYPE_CHECKING:
-    from async_kernel.kernel import Kernel
-    from async_kernel.session import Message
+    from collections.abc import Callable
+
+    from async_kernel.wire._outbox import Outbox
+    from async_kernel.wire._session import Message
 
 __all__ = ("StdinBroker",)
 
@@ -26,10 +27,16 @@ class _Waiter:
 
 
 class StdinBroker:
-    """Sends `input_request`s to the client of the current request and waits for the reply."""
+    """Sends `input_request`s to the client of the current request and waits for the reply.
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    Args:
+        outbox: Sends the input requests.
+        flush: Sends buffered output first, so that the prompt follows what was printed.
+    """
+
+    def __init__(self, outbox: Outbox, flush: Callable[[], None]) -> None:
+        self._outbox = outbox
+        self._flush = flush
         self._waiters: dict[str, _Waiter] = {}
 
     def request(self, prompt: str = "", *, password: bool = False) -> str:
@@ -43,23 +50,12 @@ class StdinBroker:
         if job is None or not job.content.get("allow_stdin", False):
             msg = "input() is not available: the client of this request does not allow stdin"
             raise StdinNotImplementedError(msg)
-        session = self.kernel.session
-        msg_id = session.new_msg_id()
-        extra: dict[str, Any] = {"msg_id": msg_id}
-        if job.subshell_id:
-            extra["subshell_id"] = job.subshell_id
         waiter = _Waiter()
+        self._flush()
+        # Registered before the request leaves, so that a fast reply finds its waiter.
+        msg_id = self._outbox.session.new_msg_id()
         self._waiters[msg_id] = waiter
-        for stream in self.kernel.streams:
-            stream.flush()
-        frames = session.serialize(
-            "input_request",
-            {"prompt": str(prompt), "password": password},
-            parent=job.msg,
-            idents=job.ident,
-            header_extra=extra,
-        )
-        self.kernel.hub.send(Channel.stdin, frames)
+        self._outbox.input_request(job, str(prompt), password=password, msg_id=msg_id)
         try:
             # Short waits, so that an interrupt delivered to this thread is raised promptly.
             while not waiter.event.wait(0.05):

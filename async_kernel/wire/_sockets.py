@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from async_kernel.enums import Channel
-from async_kernel.session import MessageError
+from async_kernel._enums import Channel
+from async_kernel.wire._session import MessageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from async_kernel.connection import ConnectionInfo
-    from async_kernel.session import Message, Session
+    from async_kernel.wire._connection import ConnectionInfo
+    from async_kernel.wire._session import Message, Session
 
 __all__ = ("SocketHub",)
 
@@ -41,14 +41,14 @@ class SocketHub:
         connection: Where to bind; ports that are 0 are chosen here and written back.
         session: Verifies incoming and signs outgoing messages.
         on_message: Called on the I/O thread with each verified message of shell, control and
-            stdin. It must not block; it hands the message on.
+            stdin. It must not block; it hands the message on. It can be set until `start`.
     """
 
     def __init__(
         self,
         connection: ConnectionInfo,
         session: Session,
-        on_message: Callable[[Channel, Message], None],
+        on_message: Callable[[Channel, Message], None] | None = None,
     ) -> None:
         self.connection = connection
         self.session = session
@@ -212,6 +212,8 @@ class SocketHub:
                 log.warning("could not send on %s: %s", channel, e)
 
     def _receive(self, channel: Channel, sock: zmq.Socket[bytes]) -> None:
+        deliver = self.on_message
+        assert deliver is not None, "SocketHub.on_message must be set before start()"
         for _ in range(_RECV_BURST):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -226,7 +228,7 @@ class SocketHub:
                 log.warning("dropped a message on %s: %s", channel, e)
                 continue
             try:
-                self.on_message(channel, msg)
+                deliver(channel, msg)
             except Exception:
                 log.exception("could not dispatch %s on %s", msg.msg_type, channel)
 

@@ -12,16 +12,25 @@ import anyio
 import IPython
 from IPython.core.history import HistoryAccessor
 
-from async_kernel import __version__, routing
-from async_kernel.caller import Caller
-from async_kernel.enums import Channel
-from async_kernel.interrupts import Interrupter, Running
-from async_kernel.session import PROTOCOL_VERSION, utcnow_iso
+from async_kernel._enums import Channel
+from async_kernel._version import __version__
+from async_kernel.callers._caller import Caller
+from async_kernel.output._routing import set_latest_execute
+from async_kernel.requests._interrupts import Running
+from async_kernel.wire._job import ExecuteState, error_content
+from async_kernel.wire._session import PROTOCOL_VERSION, utcnow_iso
 
 if TYPE_CHECKING:
-    from async_kernel.job import Job
-    from async_kernel.kernel import Kernel
-    from async_kernel.pending import Pending
+    from collections.abc import Callable
+
+    from async_kernel.callers._pending import Pending
+    from async_kernel.ipython._shell import AsyncInteractiveShell
+    from async_kernel.output._comm import KernelCommManager
+    from async_kernel.requests._dispatcher import Aborts
+    from async_kernel.requests._interrupts import Interrupter
+    from async_kernel.requests._subshells import SubshellManager
+    from async_kernel.wire._job import Job
+    from async_kernel.wire._outbox import Outbox
 
 __all__ = ("RequestHandlers",)
 
@@ -36,22 +45,57 @@ class RequestHandlers:
     """What the kernel does for each request: methods named exactly like the message types.
 
     Args:
-        kernel: The kernel whose shell, sockets and state the handlers use.
+        shell: Runs cells, completes, inspects and keeps the history.
+        outbox: Publishes `execute_input`, errors and notices.
+        interrupter: Keeps the running cells, so that they can be interrupted.
+        aborts: Aborts the executes queued behind a failed one.
+        subshells: Creates, lists and deletes subshells.
+        comms: The comm manager that comm messages are handed to.
+        timers: The caller whose loop runs cell timeouts (the control caller).
+        flush: Sends buffered output (before an execute reply).
+        stop: Stops the kernel (after a shutdown reply).
+        backend: The async backend, named in the banner.
     """
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(
+        self,
+        *,
+        shell: AsyncInteractiveShell,
+        outbox: Outbox,
+        interrupter: Interrupter,
+        aborts: Aborts,
+        subshells: SubshellManager,
+        comms: KernelCommManager,
+        timers: Caller,
+        flush: Callable[[], None],
+        stop: Callable[[], None],
+        backend: str,
+    ) -> None:
+        self.shell = shell
+        self.outbox = outbox
+        self.interrupter = interrupter
+        self.aborts = aborts
+        self.subshells = subshells
+        self.comms = comms
+        self.timers = timers
+        self.flush = flush
+        self.stop = stop
+        self.backend = backend
         self._info: dict[str, Any] | None = None
 
     # --- information -----------------------------------------------------------------------
 
     def kernel_info_request(self, job: Job) -> dict[str, Any]:
         """Describe the kernel, its language and its features."""
+        return self.kernel_info()
+
+    def kernel_info(self) -> dict[str, Any]:
+        """Return the content of the kernel's `kernel_info_reply` (computed once)."""
         if self._info is None:
-            self._info = self._kernel_info()
+            self._info = self._describe()
         return self._info
 
-    def _kernel_info(self) -> dict[str, Any]:
+    def _describe(self) -> dict[str, Any]:
         return _ok(
             protocol_version=PROTOCOL_VERSION,
             implementation="async_kernel",
@@ -66,7 +110,7 @@ class RequestHandlers:
                 "file_extension": ".py",
             },
             banner=f"Python {sys.version.split()[0]}, IPython {IPython.__version__}, "
-            f"async-kernel {__version__} ({self.kernel.backend})\n",
+            f"async-kernel {__version__} ({self.backend})\n",
             help_links=[
                 {"text": "Python Reference", "url": "https://docs.python.org/3/"},
                 {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
@@ -77,76 +121,74 @@ class RequestHandlers:
 
     def comm_info_request(self, job: Job) -> dict[str, Any]:
         """List the open comms, optionally of one target."""
-        return _ok(comms=self.kernel.comm_manager.comm_info(job.content.get("target_name")))
+        return _ok(comms=self.comms.comm_info(job.content.get("target_name")))
 
     # --- execution -------------------------------------------------------------------------
 
     async def execute_request(self, job: Job) -> dict[str, Any]:
         """Run a cell and reply with its status, count, user expressions and payloads."""
         c = job.content
-        shell = self.kernel.shell
         silent = bool(c.get("silent", False))
         store_history = bool(c.get("store_history", not silent)) and not silent
-        aborted = self.kernel.dispatcher.is_aborted(job)
+        aborted = self.aborts.is_aborted(job)
         # An aborted cell never runs, so it takes no execution count (as in ipykernel).
-        count = shell.next_execution_count(job.subshell_id, advance=store_history and not aborted)
-        job.state["execution_count"] = count
-        started = utcnow_iso()
+        count = self.shell.next_execution_count(
+            job.subshell_id, advance=store_history and not aborted
+        )
         metadata: dict[str, Any] = {
-            "started": started,
+            "started": utcnow_iso(),
             "dependencies_met": True,
-            "engine": self.kernel.session.session_id,
+            "engine": self.outbox.session_id,
         }
-        job.state["reply_metadata"] = metadata
+        state = job.execute = ExecuteState(
+            count, metadata, suppress_error="suppress-error" in job.tags
+        )
         if aborted:
             metadata["status"] = "aborted"
             return {"status": "aborted", "execution_count": count}
         code = str(c.get("code", ""))
-        job.state["suppress_error"] = self._suppressed(job)
         if not silent:
-            self.kernel.publish(
+            self.outbox.publish(
                 "execute_input", {"code": code, "execution_count": count}, parent=job
             )
         if job.channel is Channel.shell and job.subshell_id is None:
-            routing.set_latest_execute(job)
-        error = await self._run_cell(job, code, store_history=store_history, silent=silent)
-        self.kernel.flush_output()
+            set_latest_execute(job)
+        error = await self._run_cell(job, state, code, store_history=store_history, silent=silent)
+        self.flush()
         if error is None:
             expressions = c.get("user_expressions") or {}
             reply = _ok(
                 execution_count=count,
-                user_expressions=shell.user_expressions(expressions) if expressions else {},
-                payload=job.state.get("payload", []),
+                user_expressions=self.shell.user_expressions(expressions) if expressions else {},
+                payload=state.payload,
             )
+        elif state.suppress_error:
+            self.outbox.publish(
+                "stream", {"name": "stderr", "text": f"{error['ename']} (suppressed)\n"}
+            )
+            reply = _ok(execution_count=count, user_expressions={}, payload=[])
         else:
             reply = {"status": "error", "execution_count": count, **error}
-            if job.state["suppress_error"]:
-                self.kernel.publish(
-                    "stream", {"name": "stderr", "text": f"{error['ename']} (suppressed)\n"}
-                )
-                reply = _ok(execution_count=count, user_expressions={}, payload=[])
-            elif c.get("stop_on_error", True) and not self._raises_allowed(job):
-                self.kernel.dispatcher.abort_queued(job)
+            if c.get("stop_on_error", True) and "raises-exception" not in job.tags:
+                self.aborts.abort_queued(job)
         metadata["status"] = reply["status"]
         return reply
 
     async def _run_cell(
-        self, job: Job, code: str, *, store_history: bool, silent: bool
+        self, job: Job, state: ExecuteState, code: str, *, store_history: bool, silent: bool
     ) -> dict[str, Any] | None:
         """Run `code` interruptibly; return the error content, or None if it succeeded."""
-        caller = Caller()
-        result = None
         with anyio.CancelScope() as scope:
-            running = Running(job, threading.get_ident(), caller, scope, threading.Event())
-            self.kernel.interrupter.add(running)
-            timer = self._arm_timeout(job)
+            running = Running(job, threading.get_ident(), Caller(), scope, threading.Event())
+            self.interrupter.add(running)
+            timer = self._arm_timeout(job, state)
             try:
                 transformed, preprocessing_error = code, None
                 try:
-                    transformed = self.kernel.shell.transform_cell(code)
+                    transformed = self.shell.transform_cell(code)
                 except Exception:
                     preprocessing_error = sys.exc_info()
-                result = await self.kernel.shell.run_cell_async(
+                state.result = await self.shell.run_cell_async(
                     code,
                     store_history=store_history,
                     silent=silent,
@@ -155,56 +197,33 @@ class RequestHandlers:
                     cell_id=job.msg.metadata.get("cellId"),
                 )
             finally:
-                self.kernel.interrupter.remove(job)
+                self.interrupter.remove(job)
                 if timer is not None:
                     timer.cancel()
-        if job.state.get("interrupted"):
-            described = Interrupter.describe(job)
-            if scope.cancelled_caught or "error" not in job.state:
-                self.kernel.publish("error", described)
-                return described
-            return job.state["error"]
-        if result is None:
-            return Interrupter.describe(job)
-        if result.success:
-            return None
-        error = job.state.get("error")
-        if error is None:
-            exc = result.error_in_exec or result.error_before_exec
-            error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+        error, publish = state.outcome(cancelled=scope.cancelled_caught)
+        if publish and error is not None:
+            self.outbox.publish("error", error)
         return error
 
-    def _arm_timeout(self, job: Job) -> Pending[None] | None:
+    def _arm_timeout(self, job: Job, state: ExecuteState) -> Pending[None] | None:
         """Interrupt `job` if it runs longer than its metadata `timeout` (or tag `timeout=N`)."""
-        meta = job.msg.metadata
-        timeout = meta.get("timeout")
-        for tag in meta.get("tags") or ():
-            if isinstance(tag, str) and tag.startswith("timeout="):
+        timeout = job.msg.metadata.get("timeout")
+        for tag in job.tags:
+            if tag.startswith("timeout="):
                 timeout = tag.removeprefix("timeout=")
         try:
             seconds = float(timeout) if timeout is not None else 0.0
         except (TypeError, ValueError):
             log.warning("ignored a timeout that is not a number: %r", timeout)
             return None
-        if seconds <= 0:
+        if not seconds > 0:
             return None
 
         def expire() -> None:
-            job.state["timeout_hit"] = timeout
-            self.kernel.interrupter.request([job])
+            state.timeout = seconds
+            self.interrupter.request([job])
 
-        return self.kernel.control_caller.call_later(seconds, expire)
-
-    @staticmethod
-    def _tags(job: Job) -> list[str]:
-        tags = job.msg.metadata.get("tags") or []
-        return [t for t in tags if isinstance(t, str)]
-
-    def _suppressed(self, job: Job) -> bool:
-        return "suppress-error" in self._tags(job)
-
-    def _raises_allowed(self, job: Job) -> bool:
-        return "raises-exception" in self._tags(job)
+        return self.timers.call_later(seconds, expire)
 
     # --- introspection ---------------------------------------------------------------------
 
@@ -216,7 +235,7 @@ class RequestHandlers:
         cursor = job.content.get("cursor_pos")
         cursor = len(code) if cursor is None else int(cursor)
         with provisionalcompleter():
-            raw = self.kernel.shell.Completer.completions(code, cursor)  # pyright: ignore[reportOptionalMemberAccess]
+            raw = self.shell.Completer.completions(code, cursor)  # pyright: ignore[reportOptionalMemberAccess]
             completions = list(rectify_completions(code, raw))
         start = completions[0].start if completions else cursor
         end = completions[0].end if completions else cursor
@@ -245,19 +264,19 @@ class RequestHandlers:
         cursor = job.content.get("cursor_pos")
         name = token_at_cursor(code, len(code) if cursor is None else int(cursor))
         try:
-            data = self.kernel.shell.object_inspect_mime(
+            data = self.shell.object_inspect_mime(
                 name, detail_level=int(job.content.get("detail_level", 0))
             )
         except KeyError:
             return _ok(found=False, data={}, metadata={})
-        if not self.kernel.shell.enable_html_pager:
+        if not self.shell.enable_html_pager:
             data.pop("text/html", None)
         return _ok(found=True, data=data, metadata={})
 
     def is_complete_request(self, job: Job) -> dict[str, Any]:
         """Say whether the code is complete, incomplete (with the indent) or invalid."""
         code = str(job.content.get("code", ""))
-        status, indent = self.kernel.shell.input_transformer_manager.check_complete(code)
+        status, indent = self.shell.input_transformer_manager.check_complete(code)
         content: dict[str, Any] = {"status": status}
         if status == "incomplete":
             content["indent"] = " " * (indent or 0)
@@ -266,7 +285,7 @@ class RequestHandlers:
     def history_request(self, job: Job) -> dict[str, Any]:
         """Return past input (and output): the tail, a range, or a search."""
         c = job.content
-        history = self.kernel.shell.history_manager
+        history = self.shell.history_manager
         assert history is not None
         raw, output = bool(c.get("raw", True)), bool(c.get("output", False))
         match c.get("hist_access_type", "tail"):
@@ -302,47 +321,48 @@ class RequestHandlers:
 
     def comm_open(self, job: Job) -> None:
         """The client opens a comm: call its target."""
-        self.kernel.comm_manager.comm_open(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
+        self.comms.comm_open(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
 
     def comm_msg(self, job: Job) -> None:
         """A message for an open comm."""
-        self.kernel.comm_manager.comm_msg(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
+        self.comms.comm_msg(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
 
     def comm_close(self, job: Job) -> None:
         """The client closes a comm."""
-        self.kernel.comm_manager.comm_close(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
+        self.comms.comm_close(None, None, job.msg.to_dict())  # pyright: ignore[reportArgumentType]
 
     # --- control ---------------------------------------------------------------------------
 
     def interrupt_request(self, job: Job) -> dict[str, Any]:
         """Interrupt every running cell."""
-        self.kernel.interrupter.request()
+        self.interrupter.request()
         return _ok()
 
     def shutdown_request(self, job: Job) -> dict[str, Any]:
         """Reply, then stop the kernel (the client restarts it when `restart` is true)."""
         restart = bool(job.content.get("restart", False))
-        job.state["after_reply"] = self.kernel.stop
+        job.after_reply = self.stop
         return _ok(restart=restart)
 
     def debug_request(self, job: Job) -> dict[str, Any]:
         """The debugger is not part of async-kernel: say so (kernel_info says `debugger: false`)."""
         return {
             "status": "error",
-            "ename": "DebuggerUnavailable",
-            "evalue": "async-kernel has no debugger (kernel_info_reply says debugger: false)",
-            "traceback": [],
+            **error_content(
+                "DebuggerUnavailable",
+                "async-kernel has no debugger (kernel_info_reply says debugger: false)",
+            ),
         }
 
     def create_subshell_request(self, job: Job) -> dict[str, Any]:
         """Create a subshell and return its id."""
-        return _ok(subshell_id=self.kernel.subshells.create())
+        return _ok(subshell_id=self.subshells.create())
 
     def delete_subshell_request(self, job: Job) -> dict[str, Any]:
         """Delete a subshell."""
-        self.kernel.subshells.delete(str(job.content.get("subshell_id", "")))
+        self.subshells.delete(str(job.content.get("subshell_id", "")))
         return _ok()
 
     def list_subshell_request(self, job: Job) -> dict[str, Any]:
         """List the subshells."""
-        return _ok(subshell_id=self.kernel.subshells.ids())
+        return _ok(subshell_id=self.subshells.ids())

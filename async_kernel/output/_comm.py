@@ -9,20 +9,19 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import comm
 from comm.base_comm import BaseComm, CommManager
 
 if TYPE_CHECKING:
-    from async_kernel.kernel import Kernel
+    from async_kernel.wire._outbox import Outbox
 
-__all__ = ("Comm", "KernelCommManager", "install_comms")
+__all__ = ("Comm", "KernelCommManager")
 
 
 class Comm(BaseComm):
     """A comm whose messages go out on the kernel's iopub socket, to the current parent."""
 
-    kernel: Kernel | None = None
-    """The kernel that publishes; set by `install_comms`."""
+    outbox: Outbox | None = None
+    """Where the comm's messages go out; set while a kernel runs."""
 
     def publish_msg(
         self,
@@ -33,12 +32,12 @@ class Comm(BaseComm):
         **keys: Any,
     ) -> None:
         """Publish a `comm_open`, `comm_msg` or `comm_close` for this comm."""
-        kernel = self.kernel
-        if kernel is None:
-            msg = "the comm has no kernel: call async_kernel.comm.install_comms(kernel) first"
+        outbox = self.outbox
+        if outbox is None:
+            msg = "comms need a running async-kernel: no kernel has installed them"
             raise RuntimeError(msg)
         content = {"data": data or {}, "comm_id": self.comm_id, **keys}
-        kernel.publish(msg_type, content, metadata=metadata, buffers=buffers)
+        outbox.publish(msg_type, content, metadata=metadata, buffers=buffers)
 
 
 class KernelCommManager(CommManager):
@@ -77,19 +76,3 @@ class KernelCommManager(CommManager):
             for c in comms
             if target_name is None or c.target_name == target_name
         }
-
-
-def install_comms(kernel: Kernel) -> KernelCommManager:
-    """Make `comm.create_comm` and `comm.get_comm_manager` use this kernel."""
-    Comm.kernel = kernel
-    manager = KernelCommManager()
-
-    def create_comm(*args: Any, **kwargs: Any) -> BaseComm:
-        return Comm(*args, **kwargs)
-
-    def get_comm_manager() -> CommManager:
-        return manager
-
-    comm.create_comm = create_comm
-    comm.get_comm_manager = get_comm_manager
-    return manager

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
     import anyio
 
-    from async_kernel.caller import Caller
-    from async_kernel.job import Job
+    from async_kernel.callers._caller import Caller
+    from async_kernel.wire._job import Job
 
 __all__ = ("Interrupter", "Running")
 
@@ -54,6 +54,12 @@ class Running:
     """Cancelled to stop it at its next await."""
     wake: threading.Event
     """Set to end an interruptible `time.sleep` in its thread."""
+
+
+def _mark(job: Job) -> None:
+    """Mark `job` as interrupted, so that its reply reports the interrupt."""
+    if job.execute is not None:
+        job.execute.interrupted = True
 
 
 def _runs_user_code(frame: FrameType | None) -> bool:
@@ -100,11 +106,6 @@ class Interrupter:
 
     # --- entry points ----------------------------------------------------------------------
 
-    def install(self) -> None:
-        """Install the SIGINT handler and the interruptible `time.sleep` (main thread only)."""
-        signal.signal(signal.SIGINT, self._on_sigint)
-        time.sleep = self._sleep
-
     def request(self, jobs: Iterable[Job] | None = None) -> None:
         """Interrupt `jobs` (all running requests when None), from any thread.
 
@@ -120,7 +121,7 @@ class Interrupter:
         # process dies of it) may finish before the handler runs in the main thread.
         for running in self.running():
             if targets is None or running.job in targets:
-                running.job.state["interrupted"] = True
+                _mark(running.job)
         main = threading.main_thread().ident
         if main is None:
             return
@@ -129,7 +130,7 @@ class Interrupter:
         else:
             signal.pthread_kill(main, signal.SIGINT)
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+    def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         # Only targeted requests (timeouts) are pending: interrupt those. Any other SIGINT
         # (the kernel manager's, or `request()` for all) interrupts every running request.
         requested, self._targets = self._targets, set()
@@ -142,12 +143,12 @@ class Interrupter:
             if targets is not None and running.job not in targets:
                 continue
             if running.thread_id == threading.get_ident() and main_in_code:
-                running.job.state["interrupted"] = True
+                _mark(running.job)
                 raise_here = True
             else:
                 # Marked now, not when the offloaded call runs: a cell whose blocking call ends
                 # because of this very signal (its child process died of it) may finish first.
-                running.job.state["interrupted"] = True
+                _mark(running.job)
                 elsewhere.append(running)
         if elsewhere:
             # Cancelling from another thread wakes this thread's loop, which a signal
@@ -158,7 +159,7 @@ class Interrupter:
 
     def interrupt_elsewhere(self, running: Running) -> None:
         """Stop a request that is awaiting, or blocking in a thread other than this one."""
-        running.job.state["interrupted"] = True
+        _mark(running.job)
         tid = running.thread_id
         # Under the lock, so the request cannot finish in between: once it has, its thread may
         # run the next cell, which must not get this interrupt.
@@ -180,7 +181,11 @@ class Interrupter:
 
     # --- interruptible sleep ---------------------------------------------------------------
 
-    def _sleep(self, seconds: float, /) -> None:
+    def sleep(self, seconds: float, /) -> None:
+        """The kernel's `time.sleep`: ends early with `KeyboardInterrupt` when interrupted."""
+        if not seconds > 0:  # 0 yields the GIL, a negative (or NaN) raises: as `time.sleep`
+            _original_sleep(seconds)
+            return
         tid = threading.get_ident()
         running = None
         if tid != threading.main_thread().ident:
@@ -204,15 +209,3 @@ class Interrupter:
                 raise KeyboardInterrupt
         finally:
             self._sleeping.discard(tid)
-
-    @staticmethod
-    def describe(job: Job) -> dict[str, Any]:
-        """Return the error content of a request that was stopped by an interrupt."""
-        timeout = job.state.get("timeout_hit")
-        if timeout is not None:
-            return {
-                "ename": "TimeoutError",
-                "evalue": f"the cell ran longer than its timeout of {timeout} s",
-                "traceback": [f"TimeoutError: cell timed out after {timeout} s"],
-            }
-        return {"ename": "KeyboardInterrupt", "evalue": "", "traceback": ["KeyboardInterrupt"]}

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from async_kernel.caller import Backend
-    from async_kernel.pending import Pending
+    from async_kernel.callers._caller import Backend
+    from async_kernel.callers._pending import Pending
 
 __all__ = ("Scheduler",)
 

@@ -23,12 +23,12 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Literal
 
-from async_kernel.routing import current_parent, output_to
+from async_kernel.output._routing import current_parent, output_to
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from async_kernel.job import Job
+    from async_kernel.wire._job import Job
 
 __all__ = ("FDCapture", "OutStream")
 

@@ -1,4 +1,4 @@
-"""Tests for `async_kernel.iostream`: batching, ordering, routing, timed flushes, fd capture."""
+"""Tests for the output streams: batching, ordering, routing, timed flushes, fd capture."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import async_kernel.iostream
-from async_kernel.enums import Channel
-from async_kernel.iostream import FDCapture, OutStream
-from async_kernel.job import Job, current_job
-from async_kernel.routing import output_to
-from async_kernel.session import Message
+import async_kernel.output._streams
+from async_kernel._enums import Channel
+from async_kernel.output._routing import output_to
+from async_kernel.output._streams import FDCapture, OutStream
+from async_kernel.wire._job import Job, current_job
+from async_kernel.wire._session import Message
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,8 +71,8 @@ def stream(recorder: Recorder) -> Iterator[OutStream]:
 
 
 def test_all_names_exist() -> None:
-    for name in async_kernel.iostream.__all__:
-        assert hasattr(async_kernel.iostream, name)
+    for name in async_kernel.output._streams.__all__:
+        assert hasattr(async_kernel.output._streams, name)
 
 
 def test_many_small_writes_become_few_publishes(stream: OutStream, recorder: Recorder) -> None:

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
 
-from async_kernel.caller import Caller
-from async_kernel.pending import Pending
+from async_kernel.callers._caller import Caller
+from async_kernel.callers._pending import Pending
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from anyio.abc import TaskGroup
 
-    from async_kernel.caller import Backend
+    from async_kernel.callers._caller import Backend
 
 __all__ = ("Worker",)
 

@@ -19,8 +19,7 @@ from IPython.core.payload import PayloadManager
 from traitlets import Any as AnyTrait
 from traitlets import Instance, Type
 
-from async_kernel.interrupts import Interrupter
-from async_kernel.job import current_job
+from async_kernel.wire._job import ExecuteState, current_job, error_content
 
 __all__ = (
     "AsyncInteractiveShell",
@@ -30,7 +29,11 @@ __all__ = (
     "RequestPayloadManager",
 )
 
-_CANCELLED_NAMES = frozenset({"CancelledError", "Cancelled"})
+
+def _execute_state() -> ExecuteState | None:
+    """The state of the execute request that runs in the current context, if one does."""
+    job = current_job.get()
+    return job.execute if job is not None else None
 
 
 def _flush_streams() -> None:
@@ -45,28 +48,28 @@ def _flush_streams() -> None:
 class KernelDisplayHook(DisplayHook):
     """Sends a cell's result as `execute_result`, without state shared between cells."""
 
-    kernel: Any = AnyTrait()
-    """The kernel that publishes the message."""
+    outbox: Any = AnyTrait()
+    """The kernel's `Outbox`, which publishes the message."""
 
     @property
     def exec_result(self) -> ExecutionResult | None:  # pyright: ignore[reportIncompatibleVariableOverride]
         """The `ExecutionResult` of the cell that runs in the current context."""
-        job = current_job.get()
-        result = job.state.get("result") if job is not None else None
+        state = _execute_state()
+        result = state.result if state is not None else None
         return result if isinstance(result, ExecutionResult) else None
 
     @exec_result.setter
     def exec_result(self, value: ExecutionResult | None) -> None:
-        job = current_job.get()
-        if job is not None:
-            job.state["result"] = value
+        state = _execute_state()
+        if state is not None:
+            state.result = value
 
     @property
     def prompt_count(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
         """The execution count of the cell that runs in the current context."""
-        job = current_job.get()
-        if job is not None and "execution_count" in job.state:
-            return job.state["execution_count"]
+        state = _execute_state()
+        if state is not None:
+            return state.count
         return self.shell.execution_count - 1  # pyright: ignore[reportOptionalMemberAccess]
 
     def __call__(self, result: Any = None) -> None:
@@ -84,15 +87,15 @@ class KernelDisplayHook(DisplayHook):
                 "data": format_dict,
                 "metadata": md_dict,
             }
-            self.kernel.publish("execute_result", content)
+            self.outbox.publish("execute_result", content)
             self.log_output(format_dict)
 
 
 class KernelDisplayPublisher(DisplayPublisher):
     """Sends `display_data`, `update_display_data` and `clear_output` to the right cell."""
 
-    kernel: Any = AnyTrait()
-    """The kernel that publishes the message."""
+    outbox: Any = AnyTrait()
+    """The kernel's `Outbox`, which publishes the message."""
 
     def publish(  # pyright: ignore[reportIncompatibleMethodOverride]
         self,
@@ -107,22 +110,20 @@ class KernelDisplayPublisher(DisplayPublisher):
         """Publish a display; `update=True` replaces the display named in `transient`."""
         _flush_streams()
         content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
-        self.kernel.publish("update_display_data" if update else "display_data", content)
+        self.outbox.publish("update_display_data" if update else "display_data", content)
 
     def clear_output(self, wait: bool = False) -> None:
         """Clear the cell's output, at once or (`wait=True`) when new output arrives."""
         _flush_streams()
-        self.kernel.publish("clear_output", {"wait": wait})
+        self.outbox.publish("clear_output", {"wait": wait})
 
 
 class RequestPayloadManager(PayloadManager):
     """Keeps payloads (pager, set_next_input, ask_exit) with the request that made them."""
 
     def _payloads(self) -> list[dict[str, Any]]:
-        job = current_job.get()
-        if job is None:
-            return self._fallback
-        return job.state.setdefault("payload", [])
+        state = _execute_state()
+        return self._fallback if state is None else state.payload
 
     @property
     def _fallback(self) -> list[dict[str, Any]]:
@@ -169,7 +170,9 @@ class AsyncInteractiveShell(InteractiveShell):
     """IPython for async-kernel: top-level await on the running loop, output as messages."""
 
     kernel: Any = AnyTrait()
-    """The kernel this shell runs for."""
+    """The kernel this shell runs for (as in ipykernel: `get_ipython().kernel`)."""
+    outbox: Any = AnyTrait()
+    """The kernel's `Outbox`: results, displays and errors are published through it."""
     displayhook_class = Type(KernelDisplayHook)
     display_pub_class = Type(KernelDisplayPublisher)
     payload_manager = Instance(PayloadManager, allow_none=True)
@@ -182,10 +185,8 @@ class AsyncInteractiveShell(InteractiveShell):
         self.payloads = RequestPayloadManager(parent=self)
         self.payload_manager = self.payloads
         self.autoawait = True
-        self.displayhook.kernel = self.kernel  # pyright: ignore[reportAttributeAccessIssue]
-        self.display_pub.kernel = self.kernel  # pyright: ignore[reportAttributeAccessIssue]
-        # One displayhook for the process, so concurrent cells never swap it back and forth.
-        sys.displayhook = self.displayhook
+        self.displayhook.outbox = self.outbox  # pyright: ignore[reportAttributeAccessIssue]
+        self.display_pub.outbox = self.outbox  # pyright: ignore[reportAttributeAccessIssue]
 
     def init_history(self) -> None:
         """Use the kernel's history manager, batching writes unless configured otherwise.
@@ -212,14 +213,14 @@ class AsyncInteractiveShell(InteractiveShell):
     def execution_count(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]
         """The count of the cell that runs here, or the next count of this (sub)shell."""
         job = current_job.get()
-        if job is not None and "execution_count" in job.state:
-            return job.state["execution_count"]
+        if job is not None and job.execute is not None:
+            return job.execute.count
         return self._counts.get(job.subshell_id if job else None, 1)
 
     @execution_count.setter
     def execution_count(self, value: int) -> None:
         job = current_job.get()
-        if job is not None and "execution_count" in job.state:
+        if job is not None and job.execute is not None:
             return  # IPython's end-of-cell increment: the count was taken when the cell began
         with self._count_lock:
             self._counts[job.subshell_id if job else None] = value
@@ -238,21 +239,13 @@ class AsyncInteractiveShell(InteractiveShell):
         self, etype: type[BaseException], evalue: BaseException, stb: list[str]
     ) -> None:
         _flush_streams()
-        content: dict[str, Any] = {
-            "ename": getattr(etype, "__name__", str(etype)),
-            "evalue": str(evalue),
-            "traceback": stb,
-        }
-        job = current_job.get()
-        if job is not None:
-            if job.state.get("interrupted") and (
-                content["ename"] in _CANCELLED_NAMES or "timeout_hit" in job.state
-            ):
-                content = Interrupter.describe(job)  # an interrupt, not a cancellation
-            job.state["error"] = content
-            if job.state.get("suppress_error"):
+        content = error_content(getattr(etype, "__name__", str(etype)), str(evalue), stb)
+        state = _execute_state()
+        if state is not None:
+            content = state.shown_error(content)
+            if state.suppress_error:
                 return
-        self.kernel.publish("error", content)
+        self.outbox.publish("error", content)
 
     def set_next_input(self, s: str, replace: bool = False) -> None:
         """Ask the client to put `s` in the next input cell."""

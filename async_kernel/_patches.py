@@ -1,0 +1,114 @@
+"""Everything the kernel changes in the interpreter, installed in one place and undone at teardown.
+
+A kernel running in this process (the usual case, but also tests and embedding) replaces
+`sys.stdout`/`sys.stderr`, `sys.displayhook`, `input`/`getpass`, `time.sleep` (interruptible
+in kernel threads), the SIGINT handler, `threading.Thread.start` (to remember which cell started
+a thread), the GIL switch interval, the `comm` package's factories and the default matplotlib
+backend. `ProcessPatches.restore` puts every one of them back as it was.
+"""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import comm
+
+from async_kernel.output._comm import Comm
+from async_kernel.output._routing import remember_starter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from async_kernel.ipython._shell import AsyncInteractiveShell
+    from async_kernel.output._comm import KernelCommManager
+    from async_kernel.output._stdin import StdinBroker
+    from async_kernel.output._stdio import StdIO
+    from async_kernel.requests._interrupts import Interrupter
+    from async_kernel.wire._outbox import Outbox
+
+__all__ = ("ProcessPatches",)
+
+_INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+class ProcessPatches:
+    """Installs the kernel's process-wide changes and undoes them in reverse order."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], object]] = []
+
+    @property
+    def installed(self) -> bool:
+        """Whether any change is in place."""
+        return bool(self._undo)
+
+    def set(self, owner: Any, name: str, value: Any) -> None:
+        """Set `owner.name` to `value`, to be restored by `restore`."""
+        original = getattr(owner, name)
+        setattr(owner, name, value)
+        self._undo.append(lambda: setattr(owner, name, original))
+
+    def install(
+        self,
+        *,
+        interrupter: Interrupter,
+        stdin: StdinBroker,
+        stdio: StdIO,
+        shell: AsyncInteractiveShell,
+        comms: KernelCommManager,
+        outbox: Outbox,
+        switch_interval: float,
+    ) -> None:
+        """Install every change (from the main thread: the SIGINT handler needs it)."""
+        previous = signal.signal(signal.SIGINT, interrupter.on_sigint)
+        self._undo.append(lambda: signal.signal(signal.SIGINT, previous))
+        self.set(time, "sleep", interrupter.sleep)
+        self.set(builtins, "input", stdin.input)
+        self.set(getpass, "getpass", stdin.getpass)
+        self.set(sys, "stdout", stdio.stdout)
+        self.set(sys, "stderr", stdio.stderr)
+        # One displayhook for the process, so concurrent cells never swap it back and forth.
+        self.set(sys, "displayhook", shell.displayhook)
+        self.remember_thread_starters()
+        # The socket thread gives up the GIL at every send; with the default 5 ms switch
+        # interval a busy cell would let it send one message per 5 ms (a GIL convoy), and
+        # replies and output would arrive in late clumps.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(switch_interval)
+        self._undo.append(lambda: sys.setswitchinterval(interval))
+        self.set(Comm, "outbox", outbox)
+        self.set(comm, "create_comm", Comm)
+        self.set(comm, "get_comm_manager", lambda: comms)
+        # Figures show inline, as in every Jupyter kernel (matplotlib-inline comes with IPython).
+        if "MPLBACKEND" not in os.environ:
+            os.environ["MPLBACKEND"] = _INLINE_BACKEND
+            self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
+
+    def remember_thread_starters(self) -> None:
+        """Make `threading.Thread.start` record the starting code's cell on the thread.
+
+        Under `ThreadParentPolicy.starter` the thread's output goes to that cell.
+        """
+        self.set(threading.Thread, "start", _remembering_start(threading.Thread.start))
+
+    def restore(self) -> None:
+        """Undo every change, the last one first."""
+        while self._undo:
+            self._undo.pop()()
+
+
+def _remembering_start(original: Callable[[threading.Thread], None]) -> Callable[..., None]:
+    """Return a `Thread.start` that records the starting code's cell on the thread first."""
+
+    def start(self: threading.Thread) -> None:
+        remember_starter(self)
+        original(self)
+
+    return start

@@ -1,0 +1,3 @@
+"""IPython inside the kernel: the shell subclass and the kernel's magics."""
+
+__all__ = ()

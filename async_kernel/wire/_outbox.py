@@ -1,0 +1,117 @@
+"""The outbox: the one place that signs, frames and queues what the kernel sends.
+
+Replies, iopub messages (status, output, displays, comms) and input requests are built here
+and handed to the socket thread, which alone touches the sockets. Every method is callable
+from any thread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from async_kernel._enums import Channel
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from async_kernel.wire._job import Job
+    from async_kernel.wire._session import Session
+
+__all__ = ("ROUTED", "Outbox")
+
+ROUTED: Any = object()
+"""The default `parent` of `Outbox.publish`: the parent the output-routing rules find."""
+
+
+class Outbox:
+    """Builds and queues the kernel's outgoing messages.
+
+    Args:
+        session: Signs and frames the messages.
+        send: Queues frames for a channel's socket (the socket thread sends them).
+        default_parent: Returns the parent of output published without an explicit one.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        send: Callable[[Channel, list[bytes]], None],
+        default_parent: Callable[[], Job | None] = lambda: None,
+    ) -> None:
+        self.session = session
+        self._send = send
+        self._default_parent = default_parent
+        self._topic = f"kernel.{session.session_id}.".encode()
+
+    @property
+    def session_id(self) -> str:
+        """The kernel session's id (the `engine` of execute replies)."""
+        return self.session.session_id
+
+    def publish(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        parent: Job | None = ROUTED,
+        metadata: dict[str, Any] | None = None,
+        buffers: list[bytes] | None = None,
+    ) -> None:
+        """Publish an iopub message; its parent defaults to the one output routing finds."""
+        if parent is ROUTED:
+            parent = self._default_parent()
+        frames = self.session.serialize(
+            msg_type,
+            content,
+            parent=parent.msg if parent is not None else None,
+            metadata=metadata,
+            buffers=buffers,
+            idents=[self._topic + msg_type.encode()],
+            header_extra=_subshell_of(parent),
+        )
+        self._send(Channel.iopub, frames)
+
+    def status(self, job: Job, state: str) -> None:
+        """Publish `busy` or `idle` for `job`."""
+        self.publish("status", {"execution_state": state}, parent=job)
+
+    def stream(self, name: str, text: str, parent: Job | None) -> None:
+        """Publish stream output (`stdout` or `stderr`) for `parent`."""
+        self.publish("stream", {"name": name, "text": text}, parent=parent)
+
+    def reply(
+        self,
+        job: Job,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Send a reply to `job` on the socket it came from."""
+        frames = self.session.serialize(
+            msg_type,
+            content,
+            parent=job.msg,
+            metadata=metadata,
+            idents=job.ident,
+            header_extra=_subshell_of(job),
+        )
+        self._send(job.channel, frames)
+
+    def input_request(self, job: Job, prompt: str, *, password: bool, msg_id: str) -> None:
+        """Send an `input_request` with id `msg_id` to the client of `job`."""
+        extra: dict[str, Any] = {"msg_id": msg_id, **(_subshell_of(job) or {})}
+        frames = self.session.serialize(
+            "input_request",
+            {"prompt": prompt, "password": password},
+            parent=job.msg,
+            idents=job.ident,
+            header_extra=extra,
+        )
+        self._send(Channel.stdin, frames)
+
+
+def _subshell_of(job: Job | None) -> dict[str, Any] | None:
+    """The header field that marks a message of a subshell's request, if it is one."""
+    if job is None or not job.subshell_id:
+        return None
+    return {"subshell_id": job.subshell_id}
