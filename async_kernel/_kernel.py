@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,8 +18,10 @@ from traitlets import Bool, CaselessStrEnum, Float, Unicode, UseEnum, observe
 from traitlets.config import SingletonConfigurable
 
 from async_kernel._enums import Channel, KernelConcurrencyMode, RunMode
+from async_kernel._parent import watch_parent
 from async_kernel._patches import ProcessPatches
 from async_kernel.callers._caller import Caller
+from async_kernel.callers._workers import Worker
 from async_kernel.output import _routing as routing
 from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
@@ -85,6 +88,10 @@ class Kernel(SingletonConfigurable):
         0.0002, help="sys.setswitchinterval for the kernel process (seconds)."
     ).tag(config=True)
     """How often a busy thread hands the GIL over; short, so the socket thread keeps up."""
+    shutdown_grace = Float(
+        3.0, help="Seconds a shutdown waits for interrupted code to end before exiting anyway."
+    ).tag(config=True)
+    """How long a shutdown (or SIGTERM, or the launcher's death) waits for running code."""
     log_level = CaselessStrEnum(
         ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
     ).tag(config=True)
@@ -113,6 +120,7 @@ class Kernel(SingletonConfigurable):
         self.comm_manager = KernelCommManager()
         """The comm manager (`comm.get_comm_manager()` while the kernel runs)."""
         self._stop_event: anyio.Event | None = None
+        self._stopping = False
         self._exit_code = 0
         self.main_caller: Caller
         self.control_caller: Caller
@@ -164,13 +172,12 @@ class Kernel(SingletonConfigurable):
             self.control_caller = Caller.start_new(
                 name="Control", backend=self.backend, protected=True
             )
-            self.interrupter.offload = self.control_caller.call_direct
             self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)
             self._wire(self.connection)
             self.hub.start()
             if self._ports_to_choose:
                 write_connection_file(self.connection_file, self.connection)
-            self.control_caller.call_soon(self._watch_parent)
+            watch_parent(self.stop)
             await self._stop_event.wait()
         self._teardown()
 
@@ -185,9 +192,9 @@ class Kernel(SingletonConfigurable):
             self.outbox.stream,
             flush_interval=self.flush_interval,
             capture_fds=self.capture_fd_output,
-            fd_parent=self._fd_parent,
+            fd_parent=self.interrupter.sole_job,
         )
-        _setup_log(self.stdio.start(), self.log_level)
+        self.stdio.start(self.log_level)
         self.shell = AsyncInteractiveShell.instance(parent=self, kernel=self, outbox=self.outbox)
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
@@ -224,28 +231,20 @@ class Kernel(SingletonConfigurable):
             comms=self.comm_manager,
             outbox=self.outbox,
             switch_interval=self.switch_interval,
+            on_terminate=self.stop,
         )
 
-    def _fd_parent(self) -> Job | None:
-        """The parent of output written to fd 1 and 2: the running cell, if only one runs.
-
-        A descriptor does not say which thread wrote to it; with one cell running (in a
-        subshell or a `##thread` cell, say) that cell is the writer, else the routing rules
-        decide (the latest main-shell cell).
-        """
-        running = self.interrupter.running()
-        return running[0].job if len(running) == 1 else None
-
     def _teardown(self) -> None:
-        """Flush, stop subshells and sockets, restore the fds, close the history session.
+        """Send the output, stop subshells and workers, send what they left, close the sockets.
 
         Each step runs even if an earlier one failed; failures are logged.
         """
         for step in (
-            self.stdio.flush,
+            self.stdio.flush,  # drains the fd capture, then flushes the streams
             self.subshells.stop_all,
-            self.stdio.stop,
-            self.hub.stop,
+            Worker.stop_all,
+            self.stdio.stop,  # flushes again and gives the fds back
+            self.hub.stop,  # sends what is queued, then closes the sockets
             self.shell.history_manager.end_session,
         ):
             try:
@@ -253,28 +252,32 @@ class Kernel(SingletonConfigurable):
             except Exception:
                 log.exception("shutdown step %r failed", step)
 
-    async def _watch_parent(self) -> None:
-        """Stop when the process that launched the kernel is gone.
-
-        Gone means the parent changed, or the launcher that jupyter_client names in
-        `JPY_PARENT_PID` no longer exists: it can die before this watch begins, when the kernel
-        already has a new parent.
-        """
-        parent = os.getppid()
-        named = os.environ.get("JPY_PARENT_PID", "")
-        launcher = int(named) if named.isdigit() and int(named) not in (0, 1, parent) else None
-        while True:
-            if os.getppid() != parent or (launcher is not None and not _pid_exists(launcher)):
-                log.warning("the parent process %s is gone: stopping", launcher or parent)
-                self.stop()
-                return
-            await anyio.sleep(1)
-
     def stop(self, exit_code: int = 0) -> None:
-        """Ask the kernel to stop (from any thread)."""
+        """Stop the kernel (from any thread): interrupt what runs, flush, exit.
+
+        If running code ignores the interrupt, the process exits `shutdown_grace` seconds
+        later anyway, after sending the output and messages already produced.
+        """
+        if self._stop_event is None or self._stopping:
+            return
+        self._stopping = True
         self._exit_code = exit_code
-        if self._stop_event is not None:
-            self.main_caller.call_direct(self._stop_event.set)
+        if self.interrupter.running():
+            self.interrupter.request()
+        self.main_caller.call_direct(self._stop_event.set)
+        timer = threading.Timer(self.shutdown_grace, self._exit_now)
+        timer.daemon = True
+        timer.start()
+
+    def _exit_now(self) -> None:
+        """End the process: the clean shutdown did not finish within `shutdown_grace`."""
+        log.warning("running code ignored the shutdown for %s s: exiting", self.shutdown_grace)
+        for step in (self.stdio.flush, lambda: self.hub.stop(timeout=1)):
+            try:
+                step()
+            except Exception:
+                log.exception("shutdown step %r failed", step)
+        os._exit(self._exit_code)
 
     def flush_output(self) -> None:
         """Send all buffered output now, including output written to the captured fds."""
@@ -296,25 +299,3 @@ def get_kernel() -> Kernel:
         msg = "no async-kernel runs in this process"
         raise RuntimeError(msg)
     return Kernel.instance()
-
-
-def _setup_log(stream: Any, level: str) -> None:
-    """Send the kernel's own log to `stream` (the process's original stderr)."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("[async-kernel %(levelname)s %(asctime)s] %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(level)
-    log.propagate = False
-
-
-def _pid_exists(pid: int) -> bool:
-    """Whether a process `pid` exists (assumed on Windows, where signal 0 is not a probe)."""
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, but belongs to someone else
-        return True
-    return True

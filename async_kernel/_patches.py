@@ -1,14 +1,16 @@
 """Everything the kernel changes in the interpreter, installed in one place and undone at teardown.
 
 A kernel running in this process (the usual case, but also tests and embedding) replaces
-`sys.stdout`/`sys.stderr`, `sys.displayhook`, `input`/`getpass`, `time.sleep` (interruptible
-in kernel threads), the SIGINT handler, `threading.Thread.start` (to remember which cell started
-a thread), the GIL switch interval, the `comm` package's factories and the default matplotlib
-backend. `ProcessPatches.restore` puts every one of them back as it was.
+`sys.stdout`/`sys.stderr`, `sys.displayhook`, IPython's builtins, `input`/`getpass`,
+`time.sleep` (interruptible in kernel threads), the SIGINT and SIGTERM handlers,
+`threading.Thread.start` (to remember which cell started a thread), the GIL switch interval,
+the `comm` package's factories and the default matplotlib backend. `ProcessPatches.restore`
+puts every one of them back as it was.
 """
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import getpass
 import os
@@ -65,8 +67,12 @@ class ProcessPatches:
         comms: KernelCommManager,
         outbox: Outbox,
         switch_interval: float,
+        on_terminate: Callable[[], object],
     ) -> None:
-        """Install every change (from the main thread: the SIGINT handler needs it)."""
+        """Install every change (from the main thread: the signal handlers need it).
+
+        SIGTERM calls `on_terminate` from a new thread (a signal handler must take no locks).
+        """
         previous = signal.signal(signal.SIGINT, interrupter.on_sigint)
         self._undo.append(lambda: signal.signal(signal.SIGINT, previous))
         self.set(time, "sleep", interrupter.sleep)
@@ -74,8 +80,11 @@ class ProcessPatches:
         self.set(getpass, "getpass", stdin.getpass)
         self.set(sys, "stdout", stdio.stdout)
         self.set(sys, "stderr", stdio.stderr)
-        # One displayhook for the process, so concurrent cells never swap it back and forth.
+        # One displayhook and one set of IPython builtins for the process, so that concurrent
+        # cells never swap them back and forth.
         self.set(sys, "displayhook", shell.displayhook)
+        shell.builtin_trap.activate()
+        self._undo.append(shell.builtin_trap.deactivate)
         self.remember_thread_starters()
         # The socket thread gives up the GIL at every send; with the default 5 ms switch
         # interval a busy cell would let it send one message per 5 ms (a GIL convoy), and
@@ -86,6 +95,10 @@ class ProcessPatches:
         self.set(Comm, "outbox", outbox)
         self.set(comm, "create_comm", Comm)
         self.set(comm, "get_comm_manager", lambda: comms)
+        previous_term = signal.signal(
+            signal.SIGTERM, lambda *_: _thread.start_new_thread(on_terminate, ())
+        )
+        self._undo.append(lambda: signal.signal(signal.SIGTERM, previous_term))
         # Figures show inline, as in every Jupyter kernel (matplotlib-inline comes with IPython).
         if "MPLBACKEND" not in os.environ:
             os.environ["MPLBACKEND"] = _INLINE_BACKEND

@@ -97,6 +97,13 @@ class Worker(Caller):
         super()._activate(tg)
         tg.start_soon(self._retire_when_idle)
 
+    @classmethod
+    def stop_all(cls) -> None:
+        """Stop every worker, idle or busy (at shutdown)."""
+        for caller in cls.all_callers(running_only=False):
+            if isinstance(caller, Worker):
+                caller.stop(force=True)
+
     def stop(self, *, force: bool = False) -> None:
         """Leave the pool, stop accepting calls and cancel what runs; the thread then ends."""
         super().stop(force=force)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from typing import Any, Literal
 
+from IPython.core.builtin_trap import BuiltinTrap
+from IPython.core.display_trap import DisplayTrap
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.history import HistoryManager
@@ -26,6 +28,8 @@ __all__ = (
     "KernelDisplayHook",
     "KernelDisplayPublisher",
     "KernelHistoryManager",
+    "ProcessBuiltinTrap",
+    "ProcessDisplayTrap",
     "RequestPayloadManager",
 )
 
@@ -166,6 +170,33 @@ class KernelHistoryManager(HistoryManager):
             super().store_output(line_num)
 
 
+class ProcessBuiltinTrap(BuiltinTrap):
+    """IPython's builtins (`get_ipython`, `exit`), installed once for the process.
+
+    IPython adds and removes them around every cell, counting nested uses; with cells running
+    in several threads at once that count races (two threads delete `exit` and one fails with
+    `KeyError`, or one cell removes `get_ipython` while another still runs). The kernel
+    `activate`s them when it starts and `deactivate`s them when it stops; entering the trap
+    around a cell does nothing.
+    """
+
+    def __enter__(self) -> BuiltinTrap:
+        return self
+
+    def __exit__(self, *exc_info: object) -> Literal[False]:
+        return False
+
+
+class ProcessDisplayTrap(DisplayTrap):
+    """`sys.displayhook`, set once for the process (see `ProcessBuiltinTrap` for why)."""
+
+    def __enter__(self) -> DisplayTrap:
+        return self
+
+    def __exit__(self, *exc_info: object) -> Literal[False]:
+        return False
+
+
 class AsyncInteractiveShell(InteractiveShell):
     """IPython for async-kernel: top-level await on the running loop, output as messages."""
 
@@ -185,6 +216,8 @@ class AsyncInteractiveShell(InteractiveShell):
         self.payloads = RequestPayloadManager(parent=self)
         self.payload_manager = self.payloads
         self.autoawait = True
+        self.builtin_trap = ProcessBuiltinTrap(shell=self)
+        self.display_trap = ProcessDisplayTrap(hook=self.displayhook)
         self.displayhook.outbox = self.outbox  # pyright: ignore[reportAttributeAccessIssue]
         self.display_pub.outbox = self.outbox  # pyright: ignore[reportAttributeAccessIssue]
 

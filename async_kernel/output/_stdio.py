@@ -45,14 +45,26 @@ class StdIO:
         self._fd_parent = fd_parent
         self._captures: list[FDCapture] = []
 
-    def start(self) -> Any:
-        """Start capturing fds 1 and 2; return the stream the kernel's own log goes to.
+    def start(self, log_level: str) -> None:
+        """Capture fds 1 and 2 (if asked) and send the kernel's own log to the original stderr.
 
-        The log goes to the process's original stderr (a duplicate of it while fd 2 is captured).
+        Args:
+            log_level: The level of the kernel's log (`async_kernel` logger).
         """
         log_stream: Any = sys.__stderr__
-        if not self._capture_fds:
-            return log_stream
+        if self._capture_fds:
+            log_stream = self._capture() or log_stream
+        handler = logging.StreamHandler(log_stream)
+        handler.setFormatter(
+            logging.Formatter("[async-kernel %(levelname)s %(asctime)s] %(message)s")
+        )
+        log.addHandler(handler)
+        log.setLevel(log_level)
+        log.propagate = False
+
+    def _capture(self) -> Any:
+        """Capture fds 1 and 2; return a stream on the original fd 2, if it was captured."""
+        log_stream: Any = None
         for fd, stream, original in (
             (1, self.stdout, sys.__stdout__),
             (2, self.stderr, sys.__stderr__),

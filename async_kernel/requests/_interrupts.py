@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import _thread
+import collections
 import ctypes
 import logging
 import os
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 from IPython.core.interactiveshell import InteractiveShell
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from types import FrameType
 
     import anyio
@@ -54,12 +56,21 @@ class Running:
     """Cancelled to stop it at its next await."""
     wake: threading.Event
     """Set to end an interruptible `time.sleep` in its thread."""
+    async_exc_sent: bool = False
+    """A `KeyboardInterrupt` was sent to its thread as an asynchronous exception."""
 
 
 def _mark(job: Job) -> None:
     """Mark `job` as interrupted, so that its reply reports the interrupt."""
     if job.execute is not None:
         job.execute.interrupted = True
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Raise `exc` in the thread `thread_id` at its next bytecode (None withdraws a pending one)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
 
 
 def _runs_user_code(frame: FrameType | None) -> bool:
@@ -72,20 +83,22 @@ def _runs_user_code(frame: FrameType | None) -> bool:
 
 
 class Interrupter:
-    """Keeps the running requests and interrupts them on SIGINT or `interrupt_request`."""
+    """Keeps the running requests and interrupts them on SIGINT or `interrupt_request`.
+
+    The SIGINT handler takes no locks (it runs between two bytecodes of whatever the main
+    thread does, which may hold any lock): it reads an immutable snapshot of the running
+    requests and drains a deque of requested interrupts, both safe without a lock.
+    """
 
     def __init__(self) -> None:
-        self.offload: Callable[[Callable[[], object]], object] = lambda fn: threading.Thread(
-            target=fn, name="async_kernel_interrupt", daemon=True
-        ).start()
-        """Runs a function on another thread; the kernel sets it to its control caller."""
         self._running: dict[Job, Running] = {}
+        self._snapshot: tuple[Running, ...] = ()
         self._lock = threading.Lock()
         self._sleeping: set[int] = set()
-        # Targets of requested interrupts not yet handled by the SIGINT handler. They add up,
-        # so a timeout and a user's interrupt close together do not overwrite each other.
-        self._targets: set[Job] = set()
-        self._all_requested = False
+        # Interrupts requested and not yet handled by the SIGINT handler: None for "all", else
+        # the targets. They add up, so a timeout and a user's interrupt close together do not
+        # overwrite each other; appends and pops of a deque are atomic.
+        self._requests: collections.deque[frozenset[Job] | None] = collections.deque()
 
     # --- registry -------------------------------------------------------------------------
 
@@ -93,16 +106,28 @@ class Interrupter:
         """Record a request that starts running user code."""
         with self._lock:
             self._running[running.job] = running
+            self._snapshot = tuple(self._running.values())
 
     def remove(self, job: Job) -> None:
-        """Forget a request that has finished."""
-        with self._lock:
-            self._running.pop(job, None)
+        """Forget a request that has finished (call it from the request's own thread).
 
-    def running(self) -> list[Running]:
-        """Return the requests that run now."""
+        An interrupt sent to this thread as an asynchronous exception that has not been
+        raised yet is withdrawn: it was meant for the cell, which is over.
+        """
         with self._lock:
-            return list(self._running.values())
+            running = self._running.pop(job, None)
+            self._snapshot = tuple(self._running.values())
+            if running is not None and running.async_exc_sent:
+                _set_async_exc(running.thread_id, None)
+
+    def running(self) -> tuple[Running, ...]:
+        """Return the requests that run now."""
+        return self._snapshot
+
+    def sole_job(self) -> Job | None:
+        """The request that runs now if it is the only one (the writer of fd-level output)."""
+        snapshot = self._snapshot
+        return snapshot[0].job if len(snapshot) == 1 else None
 
     # --- entry points ----------------------------------------------------------------------
 
@@ -112,14 +137,11 @@ class Interrupter:
         The main thread is reached with SIGINT so that blocking code there is interrupted;
         the process group gets it too, so child processes started by a cell stop as well.
         """
-        targets = set(jobs) if jobs is not None else None
-        if targets is None:
-            self._all_requested = True
-        else:
-            self._targets |= targets
+        targets = frozenset(jobs) if jobs is not None else None
+        self._requests.append(targets)
         # Marked before the signal: a cell whose blocking call the signal ends (its child
         # process dies of it) may finish before the handler runs in the main thread.
-        for running in self.running():
+        for running in self._snapshot:
             if targets is None or running.job in targets:
                 _mark(running.job)
         main = threading.main_thread().ident
@@ -131,31 +153,48 @@ class Interrupter:
             signal.pthread_kill(main, signal.SIGINT)
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """The SIGINT handler: interrupt what was asked for (everything, for a plain SIGINT)."""
         # Only targeted requests (timeouts) are pending: interrupt those. Any other SIGINT
         # (the kernel manager's, or `request()` for all) interrupts every running request.
-        requested, self._targets = self._targets, set()
-        everything, self._all_requested = self._all_requested, False
-        targets = requested if requested and not everything else None
+        targets: set[Job] | None = set()
+        while True:
+            try:
+                requested = self._requests.popleft()
+            except IndexError:
+                break
+            if requested is None or targets is None:
+                targets = None
+            else:
+                targets |= requested
+        if not targets:
+            targets = None
         main_in_code = _runs_user_code(frame)
         raise_here = False
         elsewhere: list[Running] = []
-        for running in self.running():
+        for running in self._snapshot:
             if targets is not None and running.job not in targets:
                 continue
+            # Marked now, not when the offloaded call runs: a cell whose blocking call ends
+            # because of this very signal (its child process died of it) may finish first.
+            _mark(running.job)
             if running.thread_id == threading.get_ident() and main_in_code:
-                _mark(running.job)
                 raise_here = True
             else:
-                # Marked now, not when the offloaded call runs: a cell whose blocking call ends
-                # because of this very signal (its child process died of it) may finish first.
-                _mark(running.job)
                 elsewhere.append(running)
         if elsewhere:
-            # Cancelling from another thread wakes this thread's loop, which a signal
-            # handler running inside the loop's own select() could not do.
-            self.offload(lambda: [self.interrupt_elsewhere(r) for r in elsewhere])
+            # From a new thread: cancelling wakes this thread's loop, which a signal handler
+            # running inside the loop's own select() could not do, and starting a raw thread
+            # takes none of the locks the interrupted code may hold.
+            _thread.start_new_thread(self._interrupt_all, (elsewhere,))
         if raise_here:
             raise KeyboardInterrupt
+
+    def _interrupt_all(self, elsewhere: list[Running]) -> None:
+        for running in elsewhere:
+            try:
+                self.interrupt_elsewhere(running)
+            except Exception:
+                log.exception("could not interrupt %r", running.job)
 
     def interrupt_elsewhere(self, running: Running) -> None:
         """Stop a request that is awaiting, or blocking in a thread other than this one."""
@@ -170,9 +209,8 @@ class Interrupter:
                 if tid in self._sleeping:
                     running.wake.set()
                 else:
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(tid), ctypes.py_object(KeyboardInterrupt)
-                    )
+                    running.async_exc_sent = True
+                    _set_async_exc(tid, KeyboardInterrupt)
                 return
         try:
             running.caller.call_direct(running.scope.cancel)

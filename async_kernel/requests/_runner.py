@@ -46,7 +46,7 @@ class JobRunner:
         try:
             try:
                 content = await self.handle(job)
-            except Exception as e:
+            except (Exception, KeyboardInterrupt) as e:
                 content = self._failed(job, e)
         finally:
             self._end(job, token, content)
@@ -61,7 +61,7 @@ class JobRunner:
         try:
             try:
                 content = self._handler(job)(job)
-            except Exception as e:
+            except (Exception, KeyboardInterrupt) as e:
                 content = self._failed(job, e)
         finally:
             self._end(job, token, content)
@@ -89,7 +89,21 @@ class JobRunner:
         return token
 
     @staticmethod
-    def _failed(job: Job, e: Exception) -> dict[str, Any]:
+    def _failed(job: Job, e: BaseException) -> dict[str, Any]:
+        """The error reply of a handler that raised (an interrupt that landed late, too)."""
+        if isinstance(e, KeyboardInterrupt):
+            # An interrupt that arrived after the cell's code returned: still this request's.
+            log.info("%r was interrupted outside its cell's code", job)
+            state = job.execute
+            if state is not None:
+                state.interrupted = True
+                state.metadata["status"] = "error"
+                return {
+                    "status": "error",
+                    "execution_count": state.count,
+                    **state.interrupt_error(),
+                }
+            return {"status": "error", **error_content("KeyboardInterrupt")}
         log.exception("%r failed", job)
         return {"status": "error", **error_content(type(e).__name__, str(e))}
 

@@ -32,6 +32,7 @@ log = logging.getLogger("async_kernel")
 
 _ROUTERS = (Channel.shell, Channel.control, Channel.stdin)
 _RECV_BURST = 64  # messages taken from one socket before the others get a turn
+_SEND_BURST = 256  # messages sent before the sockets are polled for requests again
 
 
 class SocketHub:
@@ -55,6 +56,8 @@ class SocketHub:
         self.on_message = on_message
         self.context = zmq.Context()
         self._outbox: collections.deque[tuple[Channel, list[bytes]]] = collections.deque()
+        # Control replies go first: they never wait behind shell replies or iopub output.
+        self._urgent: collections.deque[list[bytes]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._wake_pending = False
@@ -82,8 +85,14 @@ class SocketHub:
             raise RuntimeError(msg) from self._error
 
     def send(self, channel: Channel, frames: list[bytes]) -> None:
-        """Queue `frames` to be sent on `channel`'s socket; callable from any thread."""
-        self._outbox.append((channel, frames))
+        """Queue `frames` to be sent on `channel`'s socket; callable from any thread.
+
+        Control messages overtake everything queued on the other channels.
+        """
+        if channel is Channel.control:
+            self._urgent.append(frames)
+        else:
+            self._outbox.append((channel, frames))
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -164,16 +173,19 @@ class SocketHub:
             return
         self._ready.set()
         poller = zmq.Poller()
-        for sock in socks.values():
-            poller.register(sock, zmq.POLLIN)
+        # Control first: `poll` lists ready sockets in the order they were registered.
+        for channel in (Channel.control, *(c for c in socks if c is not Channel.control)):
+            poller.register(socks[channel], zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         by_socket = {sock: channel for channel, sock in socks.items()}
         try:
             while True:
-                self._flush_outbox(socks)
-                if self._stopping:
+                more = self._flush_outbox(socks, limit=_SEND_BURST)
+                if self._stopping and not more:
                     break
-                for sock, _ in poller.poll():
+                # With output still queued, only look for new requests (control first) before
+                # sending the next burst.
+                for sock, _ in poller.poll(0 if more else None):
                     if sock == self._wake_r:
                         self._clear_wake()
                     else:
@@ -181,7 +193,7 @@ class SocketHub:
         except Exception:
             log.exception("the I/O thread failed")
         finally:
-            self._flush_outbox(socks)
+            self._flush_outbox(socks, limit=None)
             for sock in socks.values():
                 sock.close()
             self._stopped.set()
@@ -200,16 +212,29 @@ class SocketHub:
         # again. (Clearing it before the read could swallow a wake-up and strand the flag.)
         self._wake_pending = False
 
-    def _flush_outbox(self, socks: dict[Channel, zmq.Socket[bytes]]) -> None:
-        outbox = self._outbox
-        while outbox:
+    def _flush_outbox(self, socks: dict[Channel, zmq.Socket[bytes]], *, limit: int | None) -> bool:
+        """Send the urgent frames, then up to `limit` others; return whether some are left."""
+        outbox, urgent, control = self._outbox, self._urgent, socks[Channel.control]
+        sent = 0
+        while True:
+            while urgent:
+                self._send_now(control, Channel.control, urgent.popleft())
+            if not outbox:
+                return False
+            if limit is not None and sent >= limit:
+                return True
             channel, frames = outbox.popleft()
-            if not frames:
-                continue
-            try:
-                socks[channel].send_multipart(frames)
-            except zmq.ZMQError as e:
-                log.warning("could not send on %s: %s", channel, e)
+            self._send_now(socks[channel], channel, frames)
+            sent += 1
+
+    @staticmethod
+    def _send_now(sock: zmq.Socket[bytes], channel: Channel, frames: list[bytes]) -> None:
+        if not frames:
+            return  # a wake-up
+        try:
+            sock.send_multipart(frames)
+        except zmq.ZMQError as e:
+            log.warning("could not send on %s: %s", channel, e)
 
     def _receive(self, channel: Channel, sock: zmq.Socket[bytes]) -> None:
         deliver = self.on_message
