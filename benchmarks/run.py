@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 from echo import comm_echo
 from kernels import KernelDef, KernelHandle, kernel_defs, write_kernelspecs
+from load import control_under_load
 from measures import (
     Config,
     describe,
@@ -52,6 +53,7 @@ MEASURES: dict[str, Measure] = {
     "pipelined": execute_pipelined,
     "comm": comm_echo,
     "stdout": stdout,
+    "control": control_under_load,
 }
 ALL = ("startup", *MEASURES)
 
