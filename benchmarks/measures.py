@@ -123,7 +123,7 @@ class Config:
                 control_burst_size=1000,
                 thread_execute=100,
                 thread_bursts=1,
-                thread_burst_size=300,
+                thread_burst_size=200,
                 big_comm_rounds=2,
                 png_rounds=2,
                 growth_executes=20_000,

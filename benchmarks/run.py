@@ -39,6 +39,7 @@ from measures import (
     startup,
     stdout,
 )
+from modes import subshell_execute, thread_cells
 from report import Row, render_markdown, write_json
 
 __all__ = ("MEASURES", "main")
@@ -54,6 +55,8 @@ MEASURES: dict[str, Measure] = {
     "comm": comm_echo,
     "stdout": stdout,
     "control": control_under_load,
+    "thread": thread_cells,
+    "subshell": subshell_execute,
 }
 ALL = ("startup", *MEASURES)
 
