@@ -131,6 +131,8 @@ class KernelHandle:
         self._poller = zmq.Poller()
         self._watch: set[str] = set()
         self._replies: dict[str, tuple[float, dict[str, Any]]] = {}
+        # Messages received but not yet looked at when `wait` found its match.
+        self._backlog: list[tuple[str, list[bytes], float]] = []
         self._idle: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -301,7 +303,10 @@ class KernelHandle:
 
     def pump(self, timeout: float) -> list[tuple[str, list[bytes], float]]:
         """Receive raw messages from every ready socket: `(channel, frames, time received)`."""
-        out: list[tuple[str, list[bytes], float]] = []
+        if self._backlog:
+            out, self._backlog = self._backlog, []
+            return out
+        out = []
         for sock, _ in self._poller.poll(max(0, int(timeout * 1000))):
             name = self._names[sock]
             for _ in range(BATCH):
@@ -339,9 +344,10 @@ class KernelHandle:
         while True:
             remaining = deadline - time.perf_counter()
             events = self.pump(min(max(remaining, 0), 0.5))
-            for channel, frames, t in events:
+            for i, (channel, frames, t) in enumerate(events):
                 msg = self.parse(channel, frames, t)
                 if until(channel, msg):
+                    self._backlog = events[i + 1 :]
                     return t, msg
             if not events:
                 self.check_alive()

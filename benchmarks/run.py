@@ -40,6 +40,7 @@ from measures import (
     stdout,
 )
 from modes import subshell_execute, thread_cells
+from payloads import big_comm, png_display
 from report import Row, render_markdown, write_json
 
 __all__ = ("MEASURES", "main")
@@ -57,6 +58,8 @@ MEASURES: dict[str, Measure] = {
     "control": control_under_load,
     "thread": thread_cells,
     "subshell": subshell_execute,
+    "comm_big": big_comm,
+    "display": png_display,
 }
 ALL = ("startup", *MEASURES)
 
