@@ -127,7 +127,7 @@ class Config:
                 big_comm_rounds=2,
                 png_rounds=2,
                 growth_executes=20_000,
-                growth_budget=8.0,
+                growth_budget=3.0,
                 growth_fill_guard=False,
                 idle_seconds=5.0,
             )

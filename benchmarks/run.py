@@ -42,6 +42,7 @@ from measures import (
 from modes import subshell_execute, thread_cells
 from payloads import big_comm, png_display
 from report import Row, render_markdown, write_json
+from resources import idle_cpu, memory_growth
 
 __all__ = ("MEASURES", "main")
 
@@ -60,6 +61,8 @@ MEASURES: dict[str, Measure] = {
     "subshell": subshell_execute,
     "comm_big": big_comm,
     "display": png_display,
+    "growth": memory_growth,
+    "idle": idle_cpu,
 }
 ALL = ("startup", *MEASURES)
 
