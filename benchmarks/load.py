@@ -54,7 +54,7 @@ def _burst_with_pings(
                 last = t
             elif channel == "control" and parent_id in pings:
                 rtts.append(t - pings.pop(parent_id))
-        if not events:
+        if not events and timeout > 0:
             h.check_alive()
 
     while len(arrivals) < n:

@@ -105,6 +105,7 @@ def memory_growth(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
 
     def measure(h: KernelHandle, code: str) -> None:
         content = {"code": code, "silent": False, "store_history": False}
+        burst(h, GROWTH_BURST, cfg, content=content)  # untimed: first-use allocations
         received = h.sent
         before = _rss_settled(h, cfg)
         done, start = 0, time.perf_counter()
