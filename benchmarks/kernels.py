@@ -121,6 +121,8 @@ class KernelHandle:
         self.kc: BlockingKernelClient | None = None
         self.kernel_info: dict[str, Any] = {}
         self.bytes_received: dict[str, int] = dict.fromkeys(CHANNELS, 0)
+        # Signed messages sent to this process: tells when its replay guard is full.
+        self.sent = 0
         self.broken = False
         self._log_path = log_dir / f"{kdef.key}-{time.time_ns()}.log"
         self._log: IO[bytes] | None = None
@@ -129,6 +131,8 @@ class KernelHandle:
         self._poller = zmq.Poller()
         self._watch: set[str] = set()
         self._replies: dict[str, tuple[float, dict[str, Any]]] = {}
+        # Messages received but not yet looked at when `wait` found its match.
+        self._backlog: list[tuple[str, list[bytes], float]] = []
         self._idle: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -251,6 +255,7 @@ class KernelHandle:
         *,
         subshell_id: str | None = None,
         watch: bool = True,
+        buffers: list[bytes] | None = None,
     ) -> tuple[str, float]:
         """Send a request; return its msg_id and the send time.
 
@@ -260,6 +265,7 @@ class KernelHandle:
             content: The request content.
             subshell_id: Put into the header to target a subshell (JEP 91).
             watch: Remember the reply and idle status for `await_reply`.
+            buffers: Binary buffers appended to the message (comm messages).
         """
         assert self.kc is not None
         msg = self.kc.session.msg(msg_type, content or {})
@@ -269,12 +275,38 @@ class KernelHandle:
         if watch:
             self._watch.add(msg_id)
         t = time.perf_counter()
-        self.kc.session.send(self._sockets[channel], msg)
+        self.kc.session.send(self._sockets[channel], msg, buffers=buffers)
+        self.sent += 1
         return msg_id, t
+
+    def prepare(
+        self, msg_type: str, content: dict[str, Any] | None = None
+    ) -> tuple[str, list[bytes]]:
+        """Build and sign a request for `try_send`; return its msg_id and frames (not watched)."""
+        assert self.kc is not None
+        msg = self.kc.session.msg(msg_type, content or {})
+        return msg["header"]["msg_id"], self.kc.session.serialize(msg)
+
+    def try_send(self, channel: str, frames: list[bytes]) -> float | None:
+        """Send frames from `prepare` without blocking.
+
+        Returns:
+            The send time, or None if the queue to the kernel is full (nothing was sent).
+        """
+        t = time.perf_counter()
+        try:
+            self._sockets[channel].send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        self.sent += 1
+        return t
 
     def pump(self, timeout: float) -> list[tuple[str, list[bytes], float]]:
         """Receive raw messages from every ready socket: `(channel, frames, time received)`."""
-        out: list[tuple[str, list[bytes], float]] = []
+        if self._backlog:
+            out, self._backlog = self._backlog, []
+            return out
+        out = []
         for sock, _ in self._poller.poll(max(0, int(timeout * 1000))):
             name = self._names[sock]
             for _ in range(BATCH):
@@ -312,9 +344,10 @@ class KernelHandle:
         while True:
             remaining = deadline - time.perf_counter()
             events = self.pump(min(max(remaining, 0), 0.5))
-            for channel, frames, t in events:
+            for i, (channel, frames, t) in enumerate(events):
                 msg = self.parse(channel, frames, t)
                 if until(channel, msg):
+                    self._backlog = events[i + 1 :]
                     return t, msg
             if not events:
                 self.check_alive()

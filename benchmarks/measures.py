@@ -20,14 +20,19 @@ from kernels import BenchError, KernelDef, KernelHandle, KernelTimeout, peek_rep
 from report import Row
 
 __all__ = (
+    "PASS",
+    "STALL",
     "Config",
     "abba",
+    "burst",
     "describe",
     "execute_pipelined",
     "execute_sequential",
     "interleave",
     "kernel_info",
+    "mark_na",
     "memory",
+    "set_errors",
     "startup",
     "stdout",
 )
@@ -70,7 +75,34 @@ class Config:
     """Limit for one ordinary request (seconds)."""
     start_timeout: float = 60.0
     echo_timeout: float = 2.0
-    """Limit for one comm echo while a cell runs; longer counts as 'no answer'."""
+    """Limit for one comm echo (or subshell execute) while a cell runs; longer is 'no answer'."""
+    control_bursts: int = 20
+    """Pipelined bursts per kernel while kernel_info pings go to control (at most)."""
+    control_burst_size: int = 2000
+    control_interval: float = 0.02
+    """Seconds between the control pings sent during a burst."""
+    thread_execute: int = 1000
+    """Sequential executes per kernel of each kind (queue cell, `##thread` cell)."""
+    thread_bursts: int = 5
+    """Pipelined bursts per kernel of each kind of cell."""
+    thread_burst_size: int = 2000
+    big_comm_bytes: int = 50_000_000
+    big_comm_rounds: int = 10
+    """50 MB comm echoes per kernel."""
+    png_bytes: int = 5_000_000
+    png_rounds: int = 10
+    """5 MB PNG display cells per kernel."""
+    growth_executes: int = 100_000
+    """Executes per kernel over which RSS growth is measured (each kind of cell)."""
+    growth_budget: float | None = None
+    """Quick mode: stop a growth measurement after this many seconds (per kernel and cell)."""
+    replay_window: int = 65_536
+    """Signatures a kernel remembers against replays: the growth is measured once the kernel
+    has received more messages than this, so that filling the guard does not count."""
+    growth_fill_guard: bool = True
+    """Send executes before measuring growth until the replay guard is full."""
+    idle_seconds: float = 30.0
+    """How long the idle kernels' CPU time is watched."""
 
     @classmethod
     def make(cls, *, quick: bool) -> Config:
@@ -87,6 +119,17 @@ class Config:
                 cell_seconds=3.5,
                 cell_rounds=1,
                 stdout_rounds=1,
+                control_bursts=1,
+                control_burst_size=500,
+                thread_execute=50,
+                thread_bursts=1,
+                thread_burst_size=200,
+                big_comm_rounds=2,
+                png_rounds=2,
+                growth_executes=20_000,
+                growth_budget=2.0,
+                growth_fill_guard=False,
+                idle_seconds=5.0,
             )
         return cls(
             quick=False,
@@ -144,11 +187,19 @@ def interleave(
     return errors
 
 
-def _set_errors(rows: list[Row], errors: dict[str, str]) -> list[Row]:
+def set_errors(rows: list[Row], errors: dict[str, str]) -> list[Row]:
     for row in rows:
         for key, err in errors.items():
             row.cell(key).error = err
     return rows
+
+
+def mark_na(rows: list[Row], handles: dict[str, KernelHandle], text: str = "n/a") -> None:
+    """Show `text` in `rows` for the protocol-only kernels (the floor)."""
+    for key, h in handles.items():
+        if h.kdef.protocol_only:
+            for row in rows:
+                row.cell(key).value = text
 
 
 def startup(defs: dict[str, KernelDef], log_dir: Path, cfg: Config) -> list[Row]:
@@ -166,7 +217,7 @@ def startup(defs: dict[str, KernelDef], log_dir: Path, cfg: Config) -> list[Row]
                 errors[key] = describe(exc)
             finally:
                 handle.close()
-    return _set_errors([row], errors)
+    return set_errors([row], errors)
 
 
 def kernel_info(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
@@ -178,7 +229,7 @@ def kernel_info(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
             _, rtt, _ = h.request("shell", "kernel_info_request", timeout=cfg.timeout)
             row.cell(h.kdef.key).samples.append(rtt)
 
-    return _set_errors([row], interleave(handles, math.ceil(cfg.kernel_info / cfg.block), step))
+    return set_errors([row], interleave(handles, math.ceil(cfg.kernel_info / cfg.block), step))
 
 
 def execute_sequential(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
@@ -197,11 +248,16 @@ def execute_sequential(handles: dict[str, KernelHandle], cfg: Config) -> list[Ro
     for key, cell in latency.cells.items():
         if cell.samples:
             rate.cell(key).value = len(cell.samples) / sum(cell.samples)
-    return _set_errors([latency, rate], errors)
+    return set_errors([latency, rate], errors)
 
 
 def burst(
-    h: KernelHandle, n: int, cfg: Config, made: list[float] | None = None
+    h: KernelHandle,
+    n: int,
+    cfg: Config,
+    made: list[float] | None = None,
+    *,
+    content: dict[str, Any] = PASS,
 ) -> tuple[float, list[float], int]:
     """Send `n` executes of "pass" back to back, then collect all replies.
 
@@ -210,6 +266,7 @@ def burst(
         n: How many requests.
         cfg: The run's settings.
         made: Receives the kernel's own time stamp (header date) of each reply, if given.
+        content: The execute_request content, if not `PASS`.
 
     Returns:
         Send time of the first request, arrival time of every reply, number of error replies.
@@ -217,7 +274,7 @@ def burst(
     ids: set[str] = set()
     t0 = time.perf_counter()
     for _ in range(n):
-        ids.add(h.send("shell", "execute_request", PASS, watch=False)[0])
+        ids.add(h.send("shell", "execute_request", content, watch=False)[0])
     arrivals: list[float] = []
     failed = 0
     last = time.perf_counter()
@@ -277,7 +334,7 @@ def execute_pipelined(handles: dict[str, KernelHandle], cfg: Config) -> list[Row
             rate.cell(key).note = f"{bad[key]} error replies"
     for key, cell in rate.cells.items():
         stalls.cell(key).note += f", bursts: {len(cell.samples)}"
-    return _set_errors([rate, stalls, kernel_stalls], errors)
+    return set_errors([rate, stalls, kernel_stalls], errors)
 
 
 def memory(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
@@ -296,7 +353,7 @@ def memory(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
         time.sleep(0.2)
         after.cell(h.kdef.key).value = h.rss()
 
-    return _set_errors([before, after], interleave(handles, 1, step))
+    return set_errors([before, after], interleave(handles, 1, step))
 
 
 def _check_lines(text: str, n: int) -> str:
@@ -350,4 +407,4 @@ def stdout(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
         complete.cell(key).value = verdict if previous in (None, "yes") else previous
 
     measured = {k: h for k, h in handles.items() if k not in protocol_only}
-    return _set_errors(rows, interleave(measured, cfg.stdout_rounds, step))
+    return set_errors(rows, interleave(measured, cfg.stdout_rounds, step))

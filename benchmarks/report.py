@@ -49,6 +49,7 @@ class Cell:
                 "median": statistics.median(self.samples),
                 "p5": percentile(self.samples, 0.05),
                 "p95": percentile(self.samples, 0.95),
+                "p99": percentile(self.samples, 0.99),
                 "min": min(self.samples),
                 "max": max(self.samples),
                 "samples": self.samples,
@@ -68,6 +69,8 @@ class Row:
     digits: int = 2
     higher_is_better: bool = False
     """Rates: the tail shown is then p5 (the slow bursts) instead of p95."""
+    tail: float | None = None
+    """The quantile shown after the median, if not the default p95 (p5 when higher is better)."""
     cells: dict[str, Cell] = field(default_factory=dict)
 
     def cell(self, kernel: str) -> Cell:
@@ -86,7 +89,8 @@ class Row:
             text = f"error: {cell.error}"
             return text if len(text) <= 90 else text[:87] + "..."
         if cell.samples:
-            tail = percentile(cell.samples, 0.05 if self.higher_is_better else 0.95)
+            q = self.tail if self.tail is not None else 0.05 if self.higher_is_better else 0.95
+            tail = percentile(cell.samples, q)
             text = f"{self._number(statistics.median(cell.samples))} / {self._number(tail)}"
         elif isinstance(cell.value, int | float):
             text = self._number(cell.value)

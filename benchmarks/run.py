@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 from echo import comm_echo
 from kernels import KernelDef, KernelHandle, kernel_defs, write_kernelspecs
+from load import control_under_load
 from measures import (
     Config,
     describe,
@@ -38,7 +39,10 @@ from measures import (
     startup,
     stdout,
 )
+from modes import subshell_execute, thread_cells
+from payloads import big_comm, png_display
 from report import Row, render_markdown, write_json
+from resources import idle_cpu, memory_growth
 
 __all__ = ("MEASURES", "main")
 
@@ -52,6 +56,13 @@ MEASURES: dict[str, Measure] = {
     "pipelined": execute_pipelined,
     "comm": comm_echo,
     "stdout": stdout,
+    "control": control_under_load,
+    "thread": thread_cells,
+    "subshell": subshell_execute,
+    "comm_big": big_comm,
+    "display": png_display,
+    "growth": memory_growth,
+    "idle": idle_cpu,
 }
 ALL = ("startup", *MEASURES)
 
