@@ -121,6 +121,7 @@ class Kernel(SingletonConfigurable):
         """The comm manager (`comm.get_comm_manager()` while the kernel runs)."""
         self._stop_event: anyio.Event | None = None
         self._stopping = False
+        self._grace: threading.Timer | None = None
         self._exit_code = 0
         self.main_caller: Caller
         self.control_caller: Caller
@@ -161,6 +162,8 @@ class Kernel(SingletonConfigurable):
         try:
             anyio.run(self._main, backend=self.backend)
         finally:
+            if self._grace is not None:
+                self._grace.cancel()  # stopped in time: an embedding process goes on
             self.patches.restore()
         return self._exit_code
 
@@ -246,6 +249,8 @@ class Kernel(SingletonConfigurable):
             self.stdio.stop,  # flushes again and gives the fds back
             self.hub.stop,  # sends what is queued, then closes the sockets
             self.shell.history_manager.end_session,
+            # Undone inside the loop: asyncio's runner then finds its own SIGINT handler back.
+            self.patches.restore,
         ):
             try:
                 step()
@@ -265,9 +270,9 @@ class Kernel(SingletonConfigurable):
         if self.interrupter.running():
             self.interrupter.request()
         self.main_caller.call_direct(self._stop_event.set)
-        timer = threading.Timer(self.shutdown_grace, self._exit_now)
-        timer.daemon = True
-        timer.start()
+        self._grace = threading.Timer(self.shutdown_grace, self._exit_now)
+        self._grace.daemon = True
+        self._grace.start()
 
     def _exit_now(self) -> None:
         """End the process: the clean shutdown did not finish within `shutdown_grace`."""

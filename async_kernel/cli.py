@@ -279,8 +279,24 @@ def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list
     # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
     from async_kernel._kernel import Kernel
 
-    result: int | None = Kernel(config=config, connection_file=connection_file).run()
-    return result or 0
+    code = Kernel(config=config, connection_file=connection_file).run() or 0
+    _exit_past_user_threads(code)
+    return code
+
+
+def _exit_past_user_threads(code: int) -> None:
+    """End the process now if threads that cells started would keep it alive after shutdown."""
+    import threading
+
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,7 +154,6 @@ class RequestHandlers:
         if job.channel is Channel.shell and job.subshell_id is None:
             set_latest_execute(job)
         error = await self._run_cell(job, state, code, store_history=store_history, silent=silent)
-        self.flush()
         if error is None:
             expressions = c.get("user_expressions") or {}
             reply = _ok(
@@ -197,9 +196,14 @@ class RequestHandlers:
                     cell_id=job.msg.metadata.get("cellId"),
                 )
             finally:
-                self.interrupter.remove(job)
-                if timer is not None:
-                    timer.cancel()
+                try:
+                    # While the cell still counts as running: its fd-level output is then
+                    # known to be its own (see `Interrupter.sole_job`).
+                    self.flush()
+                finally:
+                    self.interrupter.remove(job)
+                    if timer is not None:
+                        timer.cancel()
         error, publish = state.outcome(cancelled=scope.cancelled_caught)
         if publish and error is not None:
             self.outbox.publish("error", error)
