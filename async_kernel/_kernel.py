@@ -14,12 +14,12 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from traitlets import Bool, CaselessStrEnum, Float, Unicode, UseEnum, observe
-from traitlets.config import SingletonConfigurable
+from traitlets import observe
 
-from async_kernel._enums import Channel, KernelConcurrencyMode, RunMode
+from async_kernel._enums import Channel, RunMode
 from async_kernel._parent import watch_parent
 from async_kernel._patches import ProcessPatches
+from async_kernel._settings import KernelSettings
 from async_kernel.callers._caller import Caller
 from async_kernel.callers._workers import Worker
 from async_kernel.output import _routing as routing
@@ -43,7 +43,6 @@ from async_kernel.wire._session import Session
 from async_kernel.wire._sockets import SocketHub
 
 if TYPE_CHECKING:
-    from async_kernel.callers._caller import Backend
     from async_kernel.ipython._shell import AsyncInteractiveShell
     from async_kernel.wire._connection import ConnectionInfo
     from async_kernel.wire._job import Job
@@ -53,49 +52,8 @@ __all__ = ("Kernel", "get_kernel")
 log = logging.getLogger("async_kernel")
 
 
-class Kernel(SingletonConfigurable):
+class Kernel(KernelSettings):
     """A Jupyter kernel for Python that handles requests concurrently."""
-
-    connection_file = Unicode("", help="The connection file written by the launcher.").tag(
-        config=True
-    )
-    """Path of the connection file."""
-    backend: Backend = CaselessStrEnum(  # pyright: ignore[reportAssignmentType]
-        ["asyncio", "trio"], default_value="asyncio", help="The async library of the event loops."
-    ).tag(config=True)
-    """`asyncio` or `trio`: the event loop that runs cells and top-level await."""
-    concurrency_mode = UseEnum(
-        KernelConcurrencyMode,
-        default_value=KernelConcurrencyMode.default,
-        help="`default` runs requests concurrently; `blocking` one at a time, like ipykernel.",
-    ).tag(config=True)
-    """The kernel-wide run-mode policy; can be changed while the kernel runs."""
-    thread_parent_policy = UseEnum(
-        routing.ThreadParentPolicy,
-        default_value=routing.ThreadParentPolicy.latest,
-        help="Where output of plain threads goes: `latest` cell, or the `starter` cell.",
-    ).tag(config=True)
-    """Where output from plain threads goes (see `ThreadParentPolicy`)."""
-    capture_fd_output = Bool(True, help="Capture output written to file descriptors 1 and 2.").tag(
-        config=True
-    )
-    """Capture output of C code, `os.system` and subprocesses."""
-    flush_interval = Float(0.1, help="Seconds between flushes of buffered stream output.").tag(
-        config=True
-    )
-    """How long stream output is gathered before it is sent."""
-    switch_interval = Float(
-        0.0002, help="sys.setswitchinterval for the kernel process (seconds)."
-    ).tag(config=True)
-    """How often a busy thread hands the GIL over; short, so the socket thread keeps up."""
-    shutdown_grace = Float(
-        3.0, help="Seconds a shutdown waits for interrupted code to end before exiting anyway."
-    ).tag(config=True)
-    """How long a shutdown (or SIGTERM, or the launcher's death) waits for running code."""
-    log_level = CaselessStrEnum(
-        ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
-    ).tag(config=True)
-    """The level of the kernel's own log (written to the original stderr)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

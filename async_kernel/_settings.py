@@ -1,0 +1,61 @@
+"""The kernel's settings: traits that `--Kernel.name=value`, config files and code can set."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from traitlets import Bool, CaselessStrEnum, Float, Unicode, UseEnum
+from traitlets.config import SingletonConfigurable
+
+from async_kernel._enums import KernelConcurrencyMode
+from async_kernel.output._routing import ThreadParentPolicy
+
+if TYPE_CHECKING:
+    from async_kernel.callers._caller import Backend
+
+__all__ = ("KernelSettings",)
+
+
+class KernelSettings(SingletonConfigurable):
+    """The configurable settings of a `Kernel` (its base class)."""
+
+    connection_file = Unicode("", help="The connection file written by the launcher.").tag(
+        config=True
+    )
+    """Path of the connection file."""
+    backend: Backend = CaselessStrEnum(  # pyright: ignore[reportAssignmentType]
+        ["asyncio", "trio"], default_value="asyncio", help="The async library of the event loops."
+    ).tag(config=True)
+    """`asyncio` or `trio`: the event loop that runs cells and top-level await."""
+    concurrency_mode = UseEnum(
+        KernelConcurrencyMode,
+        default_value=KernelConcurrencyMode.default,
+        help="`default` runs requests concurrently; `blocking` one at a time, like ipykernel.",
+    ).tag(config=True)
+    """The kernel-wide run-mode policy; can be changed while the kernel runs."""
+    thread_parent_policy = UseEnum(
+        ThreadParentPolicy,
+        default_value=ThreadParentPolicy.latest,
+        help="Where output of plain threads goes: `latest` cell, or the `starter` cell.",
+    ).tag(config=True)
+    """Where output from plain threads goes (see `ThreadParentPolicy`)."""
+    capture_fd_output = Bool(True, help="Capture output written to file descriptors 1 and 2.").tag(
+        config=True
+    )
+    """Capture output of C code, `os.system` and subprocesses."""
+    flush_interval = Float(0.1, help="Seconds between flushes of buffered stream output.").tag(
+        config=True
+    )
+    """How long stream output is gathered before it is sent."""
+    switch_interval = Float(
+        0.0002, help="sys.setswitchinterval for the kernel process (seconds)."
+    ).tag(config=True)
+    """How often a busy thread hands the GIL over; short, so the socket thread keeps up."""
+    shutdown_grace = Float(
+        3.0, help="Seconds a shutdown waits for interrupted code to end before exiting anyway."
+    ).tag(config=True)
+    """How long a shutdown (or SIGTERM, or the launcher's death) waits for running code."""
+    log_level = CaselessStrEnum(
+        ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
+    ).tag(config=True)
+    """The level of the kernel's own log (written to the original stderr)."""
