@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import enum
-from typing import Self
+from typing import Literal, Self, get_args
 
-__all__ = ("Channel", "KernelConcurrencyMode", "MsgType", "RunMode")
+__all__ = ("BACKENDS", "Backend", "Channel", "KernelConcurrencyMode", "MsgType", "RunMode")
+
+Backend = Literal["asyncio", "trio"]
+"""The async libraries an event loop of the kernel can run on."""
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+"""The names of the backends, for choices and checks."""
 
 
 class RunMode(enum.StrEnum):

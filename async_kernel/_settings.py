@@ -11,7 +11,7 @@ from async_kernel._enums import KernelConcurrencyMode
 from async_kernel.output._routing import ThreadParentPolicy
 
 if TYPE_CHECKING:
-    from async_kernel.callers._caller import Backend
+    from async_kernel._enums import Backend
 
 __all__ = ("KernelSettings",)
 

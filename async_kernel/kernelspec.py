@@ -14,16 +14,16 @@ import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from async_kernel._enums import BACKENDS, Backend
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = (
-    "BACKENDS",
     "DEFAULT_DISPLAY_NAME",
     "DEFAULT_NAME",
-    "Backend",
     "KernelSpecNotFoundError",
     "data_dirs",
     "find_kernelspecs",
@@ -40,11 +40,6 @@ DEFAULT_NAME = "async"
 """The kernel spec name used when none is given."""
 DEFAULT_DISPLAY_NAME = "Python 3 (async-kernel)"
 """The display name used when none is given (" trio" is appended for the trio backend)."""
-BACKENDS = ("asyncio", "trio")
-"""The event loop backends the kernel can run on."""
-
-Backend = Literal["asyncio", "trio"]
-"""The type of a backend name."""
 
 _NAME_RE = re.compile(r"[a-z0-9._-]+")
 _SETTING_RE = re.compile(r"(?:--)?(?P<key>[A-Za-z_]\w*\.[A-Za-z_]\w*)=(?P<value>.*)", re.DOTALL)

@@ -17,10 +17,11 @@ import logging
 import threading
 from collections import deque
 from contextvars import copy_context
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import anyio
 
+from async_kernel._enums import Backend
 from async_kernel.callers._pending import Pending
 from async_kernel.callers._scheduler import Scheduler
 
@@ -31,10 +32,9 @@ if TYPE_CHECKING:
 
     from async_kernel.callers._workers import Worker
 
-__all__ = ("Backend", "Caller", "get_caller")
+__all__ = ("Caller", "get_caller")
 
 T = TypeVar("T")
-Backend = Literal["asyncio", "trio"]
 
 _log = logging.getLogger(__name__)
 

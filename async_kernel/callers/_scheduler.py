@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from async_kernel.callers._caller import Backend
+    from async_kernel._enums import Backend
     from async_kernel.callers._pending import Pending
 
 __all__ = ("Scheduler",)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from async_kernel.callers._caller import Backend
+    from async_kernel._enums import Backend
 
 __all__ = ("Worker",)
 

@@ -11,7 +11,7 @@ from async_kernel.callers._caller import Caller
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from async_kernel.callers._caller import Backend
+    from async_kernel._enums import Backend
 
 __all__ = ("SubshellManager", "UnknownSubshellError")
 
