@@ -48,7 +48,7 @@ def _make_job() -> Job:
 
 
 def test_all_is_declared() -> None:
-    assert set(async_kernel.callers._caller.__all__) == {"Backend", "Caller", "get_caller"}
+    assert set(async_kernel.callers._caller.__all__) == {"Caller", "get_caller"}
 
 
 def test_no_caller_on_a_plain_thread() -> None:
