@@ -115,13 +115,15 @@ def test_thread_pool_output_goes_to_the_cell_that_uses_it(driver: Driver) -> Non
         code("""
         from concurrent.futures import ThreadPoolExecutor
         tp_pool = ThreadPoolExecutor(4)
-        list(tp_pool.map(lambda i: print(f"pool A {i}"), range(8)))
+        list(tp_pool.map(lambda i: print(f"pool A {i}\\n", end=""), range(8)))
         tp_pool.submit(lambda: None).result(10);
         """)
     )
     assert d.reply(a)["content"]["status"] == "ok", d.errors(a)
     # The same (already started) worker threads, used by the next cell.
-    b = d.execute('list(tp_pool.map(lambda i: print(f"pool B {i}"), range(8)))\ntp_pool.shutdown()')
+    b = d.execute(
+        'list(tp_pool.map(lambda i: print(f"pool B {i}\\n", end=""), range(8)))\ntp_pool.shutdown()'
+    )
     assert d.reply(b)["content"]["status"] == "ok", d.errors(b)
     assert sorted(d.stdout(a).splitlines()) == [f"pool A {i}" for i in range(8)]
     assert sorted(d.stdout(b).splitlines()) == [f"pool B {i}" for i in range(8)]
