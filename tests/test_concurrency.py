@@ -161,6 +161,18 @@ def test_queue_cells_run_in_order(driver: Driver) -> None:
         assert driver.idle_number(earlier) < busy, "a queued cell overtook the one ahead of it"
 
 
+def test_many_concurrent_thread_cells_all_succeed(driver: Driver) -> None:
+    """IPython's per-cell builtins and displayhook traps are not thread-safe; ours are set once.
+
+    With IPython's traps, two `##thread` cells entering and leaving at once could both delete
+    `exit` from the builtins (`KeyError: 'exit'`), or one could remove `get_ipython` while the
+    other still ran.
+    """
+    cells = [driver.execute("##thread\nget_ipython()\nexit") for _ in range(2000)]
+    failed = [driver.errors(m) for m in cells if driver.reply(m)["content"]["status"] != "ok"]
+    assert not failed
+
+
 def test_blocked_queue_cell_does_not_block_thread_cell(driver: Driver) -> None:
     """A `##thread` cell runs and prints to its own cell while a queue cell blocks MainThread."""
     driver.run("release = threading.Event()")
