@@ -64,8 +64,8 @@ class NullOutbox:
         pass
 
 
-@pytest.fixture
-def patches() -> Iterator[tuple[ProcessPatches, Interrupter]]:
+def install() -> tuple[ProcessPatches, Interrupter, AsyncInteractiveShell]:
+    """Install the kernel's patches with parts that send nothing."""
     outbox: Any = NullOutbox()
     shell = AsyncInteractiveShell(outbox=outbox)
     interrupter = Interrupter()
@@ -80,6 +80,12 @@ def patches() -> Iterator[tuple[ProcessPatches, Interrupter]]:
         switch_interval=0.001,
         on_terminate=lambda: None,
     )
+    return patches, interrupter, shell
+
+
+@pytest.fixture
+def patches() -> Iterator[tuple[ProcessPatches, Interrupter]]:
+    patches, interrupter, shell = install()
     try:
         yield patches, interrupter
     finally:
@@ -89,19 +95,7 @@ def patches() -> Iterator[tuple[ProcessPatches, Interrupter]]:
 
 def test_restore_puts_everything_back() -> None:
     before = snapshot()
-    outbox: Any = NullOutbox()
-    shell = AsyncInteractiveShell(outbox=outbox)
-    patches = ProcessPatches()
-    patches.install(
-        interrupter=Interrupter(),
-        stdin=StdinBroker(outbox, lambda: None),
-        stdio=StdIO(outbox.stream, flush_interval=0.1, capture_fds=False, fd_parent=lambda: None),
-        shell=shell,
-        comms=KernelCommManager(),
-        outbox=outbox,
-        switch_interval=0.001,
-        on_terminate=lambda: None,
-    )
+    patches, _, shell = install()
     try:
         during = snapshot()
     finally:
