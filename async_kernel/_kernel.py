@@ -179,6 +179,9 @@ class Kernel(SingletonConfigurable):
                 write_connection_file(self.connection_file, self.connection)
             watch_parent(self.stop)
             await self._stop_event.wait()
+            # `stop` interrupted the cells that run (main shell, threads, subshells): they end
+            # and reply before their threads are stopped (`shutdown_grace` bounds the wait).
+            await self.interrupter.wait_none_running()
         self._teardown()
 
     def _wire(self, connection: ConnectionInfo) -> None:
