@@ -113,6 +113,8 @@ class Kernel(SingletonConfigurable):
         """Signs and verifies messages."""
         self.interrupter = Interrupter()
         """Interrupts running cells (SIGINT, `interrupt_request`, timeouts)."""
+        self.aborts = Aborts()
+        """Answers `aborted` to the executes queued behind an error, or behind a shutdown."""
         self.subshells = SubshellManager(self.backend)
         """The subshells (JEP 91): `create()`, `ids()`, `caller(id)`, `delete(id)`."""
         self.patches = ProcessPatches()
@@ -202,13 +204,12 @@ class Kernel(SingletonConfigurable):
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
         stdin = StdinBroker(self.outbox, self.stdio.flush)
-        aborts = Aborts()
-        self.subshells.on_delete = aborts.forget
+        self.subshells.on_delete = self.aborts.forget
         self.handlers = RequestHandlers(
             shell=self.shell,
             outbox=self.outbox,
             interrupter=self.interrupter,
-            aborts=aborts,
+            aborts=self.aborts,
             subshells=self.subshells,
             comms=self.comm_manager,
             timers=self.control_caller,
@@ -220,7 +221,7 @@ class Kernel(SingletonConfigurable):
         dispatcher = Dispatcher(
             JobRunner(self.outbox, self.handlers),
             callers,
-            aborts,
+            self.aborts,
             concurrency_mode=lambda: self.concurrency_mode,
             on_input_reply=stdin.on_reply,
         )
@@ -265,6 +266,7 @@ class Kernel(SingletonConfigurable):
             return
         self._stopping = True
         self._exit_code = exit_code
+        self.aborts.abort_all()  # cells waiting for their turn never start
         if self.interrupter.running():
             self.interrupter.request()
         self.main_caller.call_direct(self._stop_event.set)

@@ -350,3 +350,20 @@ def test_abort_covers_exactly_what_arrived_behind_the_error() -> None:
     assert not aborts.is_aborted(other_subshell)
     aborts.forget("s")
     assert aborts.number(other_subshell) == 1
+
+
+def test_abort_all_aborts_every_shell_execute_that_has_not_started() -> None:
+    aborts = Aborts()
+    queued = make_job(msg_type="execute_request")
+    in_subshell = make_job(msg_type="execute_request", header={"subshell_id": "s"})
+    in_subshell.subshell_id = "s"
+    on_control = make_job(msg_type="execute_request", channel=CONTROL)
+    for job in (queued, in_subshell, on_control):
+        aborts.number(job)
+    aborts.abort_all()
+    later = make_job(msg_type="execute_request")
+    aborts.number(later)
+    assert aborts.is_aborted(queued)
+    assert aborts.is_aborted(in_subshell)
+    assert aborts.is_aborted(later)
+    assert not aborts.is_aborted(on_control)

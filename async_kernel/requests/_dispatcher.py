@@ -131,13 +131,15 @@ class Aborts:
     """Arrival numbers per shell and subshell, and which queued executes to answer `aborted`.
 
     After an error with `stop_on_error`, the executes that arrived before it finished and wait
-    behind it in its (sub)shell are aborted; what arrives later runs.
+    behind it in its (sub)shell are aborted; what arrives later runs. Once the kernel stops,
+    every execute that has not started yet is aborted.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seq: dict[tuple[Channel, str | None], int] = {}
         self._aborting: dict[tuple[Channel, str | None], tuple[int, int]] = {}
+        self._all = False
 
     def number(self, job: Job) -> int:
         """Give `job` its arrival number within its channel and subshell."""
@@ -156,10 +158,14 @@ class Aborts:
         with self._lock:
             self._aborting[key] = (job.seq, self._seq.get(key, 0))
 
+    def abort_all(self) -> None:
+        """Abort every execute that has not started yet, now and later (the kernel stops)."""
+        self._all = True
+
     def is_aborted(self, job: Job) -> bool:
-        """Whether `job` is an execute queued behind an error, to be answered `aborted`."""
+        """Whether `job` is an execute queued behind an error or a shutdown: answer `aborted`."""
         lo, hi = self._aborting.get((job.channel, job.subshell_id), (0, 0))
-        return job.channel is Channel.shell and lo < job.seq <= hi
+        return job.channel is Channel.shell and (self._all or lo < job.seq <= hi)
 
     def forget(self, subshell_id: str) -> None:
         """Drop the numbers of a deleted subshell."""
