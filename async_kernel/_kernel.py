@@ -132,6 +132,7 @@ class Kernel(SingletonConfigurable):
         self.stdio: StdIO
         self.shell: AsyncInteractiveShell
         self.handlers: RequestHandlers
+        self.dispatcher: Dispatcher
 
     @observe("thread_parent_policy")
     def _policy_changed(self, change: dict[str, Any]) -> None:
@@ -181,9 +182,9 @@ class Kernel(SingletonConfigurable):
                 write_connection_file(self.connection_file, self.connection)
             watch_parent(self.stop)
             await self._stop_event.wait()
-            # `stop` interrupted the cells that run (main shell, threads, subshells): they end
-            # and reply before their threads are stopped (`shutdown_grace` bounds the wait).
-            await self.interrupter.wait_none_running()
+            # `stop` interrupted the cells that run and aborted those that wait: every request
+            # is answered before the callers stop (`shutdown_grace` bounds the wait).
+            await self.dispatcher.wait_all_finished()
         self._teardown()
 
     def _wire(self, connection: ConnectionInfo) -> None:
@@ -218,14 +219,14 @@ class Kernel(SingletonConfigurable):
             backend=self.backend,
         )
         callers = Callers(self.main_caller, self.control_caller, self.shell_caller, self.subshells)
-        dispatcher = Dispatcher(
+        self.dispatcher = Dispatcher(
             JobRunner(self.outbox, self.handlers),
             callers,
             self.aborts,
             concurrency_mode=lambda: self.concurrency_mode,
             on_input_reply=stdin.on_reply,
         )
-        self.hub.on_message = dispatcher.receive
+        self.hub.on_message = self.dispatcher.receive
         routing.set_thread_parent_policy(self.thread_parent_policy)
         self.patches.install(
             interrupter=self.interrupter,

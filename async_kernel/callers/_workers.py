@@ -99,17 +99,10 @@ class Worker(Caller):
 
     @classmethod
     def stop_all(cls) -> None:
-        """Stop every worker, idle or busy, and wait until their threads end (at shutdown).
-
-        A call that a worker is finishing (a reply it is about to queue) is done once its
-        thread has ended.
-        """
-        workers = [c for c in cls.all_callers(running_only=False) if isinstance(c, Worker)]
-        for worker in workers:
-            worker.stop(force=True)
-        for worker in workers:
-            if worker.thread is not None:
-                worker.thread.join()
+        """Stop every worker, idle or busy (at shutdown)."""
+        for caller in cls.all_callers(running_only=False):
+            if isinstance(caller, Worker):
+                caller.stop(force=True)
 
     def stop(self, *, force: bool = False) -> None:
         """Leave the pool, stop accepting calls and cancel what runs; the thread then ends."""

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import FrameType
 
-    import aiologic
     import anyio
 
     from async_kernel.callers._caller import Caller
@@ -100,7 +99,6 @@ class Interrupter:
         # the targets. They add up, so a timeout and a user's interrupt close together do not
         # overwrite each other; appends and pops of a deque are atomic.
         self._requests: collections.deque[frozenset[Job] | None] = collections.deque()
-        self._none_running: aiologic.Event | None = None
 
     # --- registry -------------------------------------------------------------------------
 
@@ -121,27 +119,10 @@ class Interrupter:
             self._snapshot = tuple(self._running.values())
             if running is not None and running.async_exc_sent:
                 _set_async_exc(running.thread_id, None)
-            ended = None
-            if not self._running:
-                ended, self._none_running = self._none_running, None
-        if ended is not None:
-            ended.set()
 
     def running(self) -> tuple[Running, ...]:
         """Return the requests that run now."""
         return self._snapshot
-
-    async def wait_none_running(self) -> None:
-        """Wait until no request runs user code (in any thread; from a loop of either backend)."""
-        with self._lock:
-            if not self._running:
-                return
-            if self._none_running is None:
-                import aiologic  # imported when first needed: it costs ~50 ms at start-up
-
-                self._none_running = aiologic.Event()
-            ended = self._none_running
-        await ended
 
     def sole_job(self) -> Job | None:
         """The request that runs now if it is the only one (the writer of fd-level output)."""

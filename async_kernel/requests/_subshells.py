@@ -80,15 +80,6 @@ class SubshellManager:
         return subshell_id in self._subshells
 
     def stop_all(self) -> None:
-        """Delete every subshell and wait until their threads end (at shutdown).
-
-        A request that a subshell is finishing (a reply it is about to queue) is done once
-        its thread has ended.
-        """
-        with self._lock:
-            callers = list(self._subshells.values())
+        """Delete every subshell (at shutdown)."""
         for subshell_id in self.ids():
             self.delete(subshell_id)
-        for caller in callers:
-            if caller.thread is not None:
-                caller.thread.join()
