@@ -71,6 +71,8 @@ class Kernel(KernelSettings):
         """Signs and verifies messages."""
         self.interrupter = Interrupter()
         """Interrupts running cells (SIGINT, `interrupt_request`, timeouts)."""
+        self.aborts = Aborts()
+        """Answers `aborted` to the executes queued behind an error, or behind a shutdown."""
         self.subshells = SubshellManager(self.backend)
         """The subshells (JEP 91): `create()`, `ids()`, `caller(id)`, `delete(id)`."""
         self.patches = ProcessPatches()
@@ -89,6 +91,7 @@ class Kernel(KernelSettings):
         self.stdio: StdIO
         self.shell: AsyncInteractiveShell
         self.handlers: RequestHandlers
+        self.dispatcher: Dispatcher
 
     @observe("thread_parent_policy")
     def _policy_changed(self, change: dict[str, Any]) -> None:
@@ -140,6 +143,9 @@ class Kernel(KernelSettings):
                 write_connection_file(self.connection_file, self.connection)
             watch_parent(self.stop)
             await self._stop_event.wait()
+            # `stop` interrupted the cells that run and aborted those that wait: every request
+            # is answered before the callers stop (`shutdown_grace` bounds the wait).
+            await self.dispatcher.wait_all_finished()
         self._teardown()
 
     def _wire(self, connection: ConnectionInfo) -> None:
@@ -160,13 +166,12 @@ class Kernel(KernelSettings):
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
         stdin = StdinBroker(self.outbox, self.stdio.flush)
-        aborts = Aborts()
-        self.subshells.on_delete = aborts.forget
+        self.subshells.on_delete = self.aborts.forget
         self.handlers = RequestHandlers(
             shell=self.shell,
             outbox=self.outbox,
             interrupter=self.interrupter,
-            aborts=aborts,
+            aborts=self.aborts,
             subshells=self.subshells,
             comms=self.comm_manager,
             timers=self.control_caller,
@@ -175,14 +180,14 @@ class Kernel(KernelSettings):
             backend=self.backend,
         )
         callers = Callers(self.main_caller, self.control_caller, self.shell_caller, self.subshells)
-        dispatcher = Dispatcher(
+        self.dispatcher = Dispatcher(
             JobRunner(self.outbox, self.handlers),
             callers,
-            aborts,
+            self.aborts,
             concurrency_mode=lambda: self.concurrency_mode,
             on_input_reply=stdin.on_reply,
         )
-        self.hub.on_message = dispatcher.receive
+        self.hub.on_message = self.dispatcher.receive
         routing.set_thread_parent_policy(self.thread_parent_policy)
         self.patches.install(
             interrupter=self.interrupter,
@@ -225,6 +230,7 @@ class Kernel(KernelSettings):
             return
         self._stopping = True
         self._exit_code = exit_code
+        self.aborts.abort_all()  # cells waiting for their turn never start
         if self.interrupter.running():
             self.interrupter.request()
         self.main_caller.call_direct(self._stop_event.set)

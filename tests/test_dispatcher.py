@@ -5,16 +5,22 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import aiologic
+import anyio
 import pytest
 
 from async_kernel._enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel.callers._caller import Caller
 from async_kernel.requests._dispatcher import (
     DEFAULT_RUN_MODES,
     Aborts,
+    Callers,
+    Dispatcher,
     all_concurrency_run_modes,
     execute_override,
     run_mode_for,
 )
+from async_kernel.requests._subshells import SubshellManager
 from async_kernel.wire._job import Job
 from async_kernel.wire._session import Message
 
@@ -350,3 +356,71 @@ def test_abort_covers_exactly_what_arrived_behind_the_error() -> None:
     assert not aborts.is_aborted(other_subshell)
     aborts.forget("s")
     assert aborts.number(other_subshell) == 1
+
+
+def test_abort_all_aborts_every_shell_execute_that_has_not_started() -> None:
+    aborts = Aborts()
+    queued = make_job(msg_type="execute_request")
+    in_subshell = make_job(msg_type="execute_request", header={"subshell_id": "s"})
+    in_subshell.subshell_id = "s"
+    on_control = make_job(msg_type="execute_request", channel=CONTROL)
+    for job in (queued, in_subshell, on_control):
+        aborts.number(job)
+    aborts.abort_all()
+    later = make_job(msg_type="execute_request")
+    aborts.number(later)
+    assert aborts.is_aborted(queued)
+    assert aborts.is_aborted(in_subshell)
+    assert aborts.is_aborted(later)
+    assert not aborts.is_aborted(on_control)
+
+
+class GatedRunner:
+    """A runner whose jobs end only once `gate` is set."""
+
+    def __init__(self) -> None:
+        self.gate = aiologic.Event()
+        self.ran: list[Job] = []
+
+    def is_sync(self, job: Job) -> bool:
+        return False
+
+    async def run(self, job: Job) -> None:
+        await self.gate
+        self.ran.append(job)
+
+
+@pytest.mark.anyio
+async def test_wait_all_finished_waits_for_running_and_queued_jobs(anyio_backend: str) -> None:
+    caller = Caller.start_new(backend=anyio_backend)  # pyright: ignore[reportArgumentType]
+    try:
+        runner = GatedRunner()
+        callers = Callers(caller, caller, caller, SubshellManager(caller.backend))
+        dispatcher = Dispatcher(
+            runner,  # pyright: ignore[reportArgumentType]
+            callers,
+            Aborts(),
+            concurrency_mode=lambda: KernelConcurrencyMode.default,
+            on_input_reply=lambda _: None,
+        )
+        with anyio.fail_after(10):
+            await dispatcher.wait_all_finished()  # nothing submitted: returns at once
+            for job in (make_job(), make_job()):  # the second waits in the queue
+                dispatcher.receive(SHELL, job.msg)
+            finished = anyio.Event()
+
+            async def wait() -> None:
+                await dispatcher.wait_all_finished()
+                finished.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.wait_all_tasks_blocked()
+                assert not finished.is_set()
+                runner.gate.set()
+                await finished.wait()
+            assert len(runner.ran) == 2
+    finally:
+        caller.stop(force=True)
+        assert caller.thread is not None
+        caller.thread.join(10)

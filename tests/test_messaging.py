@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import collections
 import datetime
-import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from pathlib import Path
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +21,7 @@ import pytest
 import zmq
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session as ClientSession
+from kernel_process import gone, launched_kernel, wait_gone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -729,30 +725,6 @@ def test_comm_open_for_an_unknown_target(talk: Talk) -> None:
 # --- the end of a kernel -----------------------------------------------------------------------
 
 
-def _gone(pid: int) -> bool:
-    """Whether `pid` has exited (a zombie that nobody reaped yet counts as exited)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not _gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)  # polling a condition with a deadline, not ordering events
-    return True
-
-
 @pytest.fixture(params=list(BACKENDS))
 def own_kernel(request: pytest.FixtureRequest) -> Iterator[tuple[KernelManager, Any]]:
     """A kernel of its own, for tests that end it."""
@@ -777,59 +749,21 @@ def test_shutdown_request_leaves_no_process(own_kernel: tuple[KernelManager, Any
     assert process.wait(timeout=TIMEOUT) == 0
 
 
-LAUNCHER = """
-import sys
-from jupyter_client.manager import KernelManager
-
-km = KernelManager(kernel_name=sys.argv[1])
-km.start_kernel()
-if sys.argv[2] == "ready":
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-print(km.provisioner.process.pid, flush=True)
-sys.stdin.read()  # until killed
-"""
-
-
 @pytest.mark.parametrize("kernel_name", list(BACKENDS))
 @pytest.mark.parametrize(
-    "when",
+    "ready",
     [
-        "ready",
+        pytest.param(True, id="ready"),
         # Killed while the kernel still starts: it gets a new parent before it can watch.
-        "starting",
+        pytest.param(False, id="starting"),
     ],
 )
-def test_kernel_exits_when_its_parent_dies(kernel_name: str, when: str) -> None:
-    launcher = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, kernel_name, when],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    kernel_pid: int | None = None
-    try:
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(launcher.stdout.readline()))  # type: ignore[union-attr]
-        reader.start()
-        reader.join(60)
-        assert line, "the launcher printed nothing"
-        assert line[0].strip().isdigit(), f"the launcher printed {line!r}"
-        kernel_pid = int(line[0])
-        assert not _gone(kernel_pid)
-        launcher.send_signal(signal.SIGKILL)
-        launcher.wait(TIMEOUT)
-        assert _wait_gone(kernel_pid, 10), "the kernel outlived its parent"
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait(TIMEOUT)
-        if kernel_pid is not None and not _gone(kernel_pid):
-            os.kill(kernel_pid, signal.SIGKILL)
-        for stream in (launcher.stdin, launcher.stdout):
-            if stream is not None:
-                stream.close()
+def test_kernel_exits_when_its_parent_dies(kernel_name: str, ready: bool) -> None:
+    with launched_kernel(kernel_name, ready=ready) as launched:
+        assert not gone(launched.kernel_pid)
+        launched.launcher.send_signal(signal.SIGKILL)
+        launched.launcher.wait(TIMEOUT)
+        assert wait_gone(launched.kernel_pid, 10), "the kernel outlived its parent"
 
 
 def test_kernel_settings_are_in_force(kernel) -> None:

@@ -40,6 +40,14 @@ def _execute_state() -> ExecuteState | None:
     return job.execute if job is not None else None
 
 
+def _as_interrupt(error: BaseException) -> dict[str, Any] | None:
+    """The interrupt's error content if the running cell reports `error` as its interrupt."""
+    state = _execute_state()
+    if state is not None and state.shows_as_interrupt(type(error).__name__):
+        return state.interrupt_error()
+    return None
+
+
 def _flush_streams() -> None:
     """Flush stdout and stderr so that a display follows the prints before it."""
     for stream in (sys.stdout, sys.stderr):
@@ -267,6 +275,36 @@ class AsyncInteractiveShell(InteractiveShell):
             return count
 
     # --- errors and payloads ---------------------------------------------------------------
+
+    def showtraceback(
+        self,
+        exc_tuple: tuple[type[BaseException], BaseException, Any] | None = None,
+        filename: str | None = None,
+        tb_offset: int | None = None,
+        exception_only: bool = False,
+        running_compiled_code: bool = False,
+    ) -> None:
+        """Show the error that just occurred; one reported as the cell's interrupt, unformatted.
+
+        The traceback of a cancellation runs through the event loop's large modules, which
+        IPython takes most of a second to format, and the interrupt replaces it anyway.
+        """
+        etype, evalue, _ = exc_tuple if exc_tuple is not None else sys.exc_info()
+        if etype is not None and evalue is not None and _as_interrupt(evalue) is not None:
+            self._showtraceback(etype, evalue, [])
+            return
+        super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
+
+    def _format_exception_for_storage(
+        self,
+        exception: BaseException,
+        filename: str | None = None,
+        running_compiled_code: bool = False,
+    ) -> dict[str, Any]:
+        """Format an error for the history; one reported as the cell's interrupt, as that."""
+        if (content := _as_interrupt(exception)) is not None:
+            return content
+        return super()._format_exception_for_storage(exception, filename, running_compiled_code)
 
     def _showtraceback(
         self, etype: type[BaseException], evalue: BaseException, stb: list[str]

@@ -21,6 +21,8 @@ from async_kernel.wire._job import Job
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    import aiologic
+
     from async_kernel.callers._caller import Caller
     from async_kernel.callers._pending import Pending
     from async_kernel.requests._runner import JobRunner
@@ -131,13 +133,15 @@ class Aborts:
     """Arrival numbers per shell and subshell, and which queued executes to answer `aborted`.
 
     After an error with `stop_on_error`, the executes that arrived before it finished and wait
-    behind it in its (sub)shell are aborted; what arrives later runs.
+    behind it in its (sub)shell are aborted; what arrives later runs. Once the kernel stops,
+    every execute that has not started yet is aborted.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seq: dict[tuple[Channel, str | None], int] = {}
         self._aborting: dict[tuple[Channel, str | None], tuple[int, int]] = {}
+        self._all = False
 
     def number(self, job: Job) -> int:
         """Give `job` its arrival number within its channel and subshell."""
@@ -156,10 +160,14 @@ class Aborts:
         with self._lock:
             self._aborting[key] = (job.seq, self._seq.get(key, 0))
 
+    def abort_all(self) -> None:
+        """Abort every execute that has not started yet, now and later (the kernel stops)."""
+        self._all = True
+
     def is_aborted(self, job: Job) -> bool:
-        """Whether `job` is an execute queued behind an error, to be answered `aborted`."""
+        """Whether `job` is an execute queued behind an error or a shutdown: answer `aborted`."""
         lo, hi = self._aborting.get((job.channel, job.subshell_id), (0, 0))
-        return job.channel is Channel.shell and lo < job.seq <= hi
+        return job.channel is Channel.shell and (self._all or lo < job.seq <= hi)
 
     def forget(self, subshell_id: str) -> None:
         """Drop the numbers of a deleted subshell."""
@@ -172,7 +180,9 @@ class Aborts:
 class Dispatcher:
     """Turns each verified message into a job and sends it to its caller in its run mode.
 
-    Holds the jobs of a channel (and subshell) behind a `blocking` one until it is done.
+    Holds the jobs of a channel (and subshell) behind a `blocking` one until it is done, and
+    counts the jobs that have not finished, so that a shutdown can wait until each request it
+    received has been answered.
 
     Args:
         runner: Runs a job: busy, its handler, a reply, idle.
@@ -199,6 +209,8 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._blocked: set[tuple[Channel, str | None]] = set()
         self._held: dict[tuple[Channel, str | None], collections.deque[Job]] = {}
+        self._unfinished = 0
+        self._all_finished: aiologic.Event | None = None
 
     def receive(self, channel: Channel, msg: Message) -> None:
         """Take a verified message from the socket thread: make its job and submit it."""
@@ -223,6 +235,7 @@ class Dispatcher:
         """Start `job` in its run mode, or hold it while a blocking job of its channel runs."""
         key = (job.channel, job.subshell_id)
         with self._lock:
+            self._unfinished += 1
             if key in self._blocked:
                 self._held.setdefault(key, collections.deque()).append(job)
                 return
@@ -230,7 +243,39 @@ class Dispatcher:
                 self._blocked.add(key)
         self._start(job)
 
+    async def wait_all_finished(self) -> None:
+        """Wait until every job submitted so far has finished (from a loop of either backend).
+
+        A job has finished once its request was answered, or once its caller dropped it.
+        """
+        with self._lock:
+            if not self._unfinished:
+                return
+            if self._all_finished is None:
+                import aiologic  # imported when first needed: it costs ~50 ms at start-up
+
+                self._all_finished = aiologic.Event()
+            all_finished = self._all_finished
+        await all_finished
+
+    def _finished(self, _: object = None) -> None:
+        with self._lock:
+            self._unfinished -= 1
+            all_finished = None
+            if not self._unfinished:
+                all_finished, self._all_finished = self._all_finished, None
+        if all_finished is not None:
+            all_finished.set()
+
     def _start(self, job: Job) -> None:
+        try:
+            pending = self._launch(job)
+        except BaseException:
+            self._finished()
+            raise
+        pending.add_done_callback(self._finished)
+
+    def _launch(self, job: Job) -> Pending[None]:
         run = self._runner.run
         match job.run_mode:
             case RunMode.blocking:
@@ -241,17 +286,18 @@ class Dispatcher:
                 else:
                     pending = caller.call_soon(run, job)
                 pending.add_done_callback(lambda _: self._release(job))
+                return pending
             case RunMode.queue:
-                self._callers.caller_for(job).queue_call(run, job)
+                return self._callers.caller_for(job).queue_call(run, job)
             case RunMode.thread:
-                self._callers.caller_for(job).to_thread(run, job)
+                return self._callers.caller_for(job).to_thread(run, job)
             case _ if job.msg_type == MsgType.comm_msg:
                 # Trio does not start tasks in the order they were spawned: messages of one
                 # comm go through a FIFO of their own, so they are handled in arrival order.
                 comm_id = job.content.get("comm_id")
-                self._callers.caller_for(job).queue_call(_Ordered(comm_id, run), job)
+                return self._callers.caller_for(job).queue_call(_Ordered(comm_id, run), job)
             case _:
-                self._callers.caller_for(job).call_soon(run, job)
+                return self._callers.caller_for(job).call_soon(run, job)
 
     def _release(self, job: Job) -> None:
         """A blocking job is done: start the jobs held behind it, up to the next blocking one."""

@@ -57,13 +57,17 @@ class ExecuteState:
             )
         return error_content("KeyboardInterrupt", "", ["KeyboardInterrupt"])
 
+    def shows_as_interrupt(self, ename: str) -> bool:
+        """Whether an error called `ename` is reported as this cell's interrupt instead."""
+        return self.interrupted and (ename in _CANCELLED_NAMES or self.timeout is not None)
+
     def shown_error(self, content: dict[str, Any]) -> dict[str, Any]:
         """Record the error IPython shows for the cell and return what to publish.
 
         A cancellation (asyncio's or trio's) caused by an interrupt, and any error of a cell
         whose timeout expired, is reported as the interrupt instead.
         """
-        if self.interrupted and (content["ename"] in _CANCELLED_NAMES or self.timeout is not None):
+        if self.shows_as_interrupt(content["ename"]):
             content = self.interrupt_error()
         self.error = content
         return content
