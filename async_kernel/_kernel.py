@@ -91,6 +91,11 @@ class Kernel(SingletonConfigurable):
     """The level of the kernel's own log (written to the original stderr)."""
 
     def __init__(self, **kwargs: Any) -> None:
+        """Read the connection file (if one is set) and build the session.
+
+        Raises:
+            ConnectionFileError: The connection file cannot be used.
+        """
         super().__init__(**kwargs)
         Kernel._instance = self  # `get_kernel()` finds the running kernel
         self.connection = (
@@ -167,6 +172,13 @@ class Kernel(SingletonConfigurable):
             self.interrupter.offload = self.control_caller.call_direct
             self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)
             self._wire(self.connection)
+            if self.connection.key_generated:
+                log.warning(
+                    "the connection file %s has no key: messages are signed with a random key, "
+                    'so no client can talk to this kernel. Give the file a key (or "key": '
+                    '"" to disable signing).',
+                    self.connection_file,
+                )
             self.hub.start()
             if self._ports_to_choose:
                 write_connection_file(self.connection_file, self.connection)

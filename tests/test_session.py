@@ -11,7 +11,14 @@ import orjson
 import pytest
 from jupyter_client.session import Session as ClientSession
 
-from async_kernel.wire._session import DELIMITER, PROTOCOL_VERSION, Message, MessageError, Session
+from async_kernel.wire._session import (
+    DELIMITER,
+    PROTOCOL_VERSION,
+    Message,
+    MessageError,
+    Session,
+    signature_digest,
+)
 
 KEY = b"a-test-key-0123456789"
 
@@ -221,10 +228,52 @@ def test_message_error_is_a_value_error() -> None:
     assert issubclass(MessageError, ValueError)
 
 
-def test_unsupported_signature_scheme() -> None:
-    with pytest.raises(ValueError, match="hmac-sha256"):
-        Session(KEY, signature_scheme="hmac-md5")
-    Session(b"", signature_scheme="hmac-md5")  # nothing is signed, so the scheme is moot
+SCHEMES = ["hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"]
+SCHEMES += ["hmac-sha3_256", "hmac-blake2b"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_signature_schemes_interoperate_with_jupyter_client(scheme: str) -> None:
+    algorithm = scheme.removeprefix("hmac-")
+    assert signature_digest(scheme) is getattr(hashlib, algorithm)
+    client = ClientSession(key=KEY, signature_scheme=scheme)
+    ours = Session(KEY, signature_scheme=scheme)
+    request = client.msg("execute_request", {"code": "1"})
+    frames = client.serialize(request, ident=[b"id"])
+    assert ours.deserialize(frames).content == {"code": "1"}
+    reply = ours.serialize("execute_reply", {"status": "ok"}, idents=[b"id"])
+    _, rest = split(reply)
+    assert (
+        rest[0]
+        == hmac.new(KEY, b"".join(rest[1:5]), getattr(hashlib, algorithm)).hexdigest().encode()
+    )
+    assert client.deserialize(client.feed_identities(reply)[1])["content"] == {"status": "ok"}
+    # Another scheme with the same key is another signature.
+    other = "hmac-sha256" if scheme != "hmac-sha256" else "hmac-sha512"
+    with pytest.raises(MessageError, match="signature"):
+        Session(KEY, signature_scheme=other).deserialize(client.serialize(request))
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "hmac-nope",
+        "sha256",  # no hmac- prefix
+        "hmac-",
+        "hmac-SHA256",  # hashlib's attributes are lower case
+        "hmac-new",  # a hashlib function, not an algorithm
+        "hmac-shake_128",  # no fixed digest size: an HMAC cannot use it
+        "hmac-sha512_224",  # known to OpenSSL, but no hashlib attribute (jupyter_client refuses it)
+        "rsa-sha256",
+    ],
+)
+def test_unsupported_signature_scheme(scheme: str) -> None:
+    with pytest.raises(ValueError, match=r"unsupported signature scheme .*hmac-sha256"):
+        signature_digest(scheme)
+    with pytest.raises(ValueError, match="unsupported signature scheme"):
+        Session(KEY, signature_scheme=scheme)
+    with pytest.raises(ValueError, match="unsupported signature scheme"):
+        Session(b"", signature_scheme=scheme)  # refused even unsigned, as jupyter_client does
 
 
 # --- an empty key -----------------------------------------------------------------------------

@@ -16,9 +16,12 @@ import itertools
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = (
     "DELIMITER",
@@ -27,6 +30,7 @@ __all__ = (
     "MessageError",
     "Session",
     "json_default",
+    "signature_digest",
     "utcnow_iso",
 )
 
@@ -38,6 +42,34 @@ _EMPTY = b"{}"
 
 class MessageError(ValueError):
     """A message that cannot be accepted: bad framing, signature, replay or JSON."""
+
+
+def signature_digest(signature_scheme: str) -> Callable[..., Any]:
+    """Return the hashlib constructor that a signature scheme names.
+
+    A scheme is `hmac-` followed by the name of a hashlib algorithm (`hmac-sha256`,
+    `hmac-md5`, `hmac-sha512`, `hmac-sha3_256`, ...), spelled as hashlib spells its attribute:
+    the schemes that jupyter_client can sign with.
+
+    Raises:
+        ValueError: The scheme is not of that form, or the algorithm cannot key an HMAC.
+    """
+    name = signature_scheme.removeprefix("hmac-")
+    if name != signature_scheme and name in hashlib.algorithms_available:
+        constructor: Any = getattr(hashlib, name, None)
+        if constructor is not None:
+            try:
+                hmac.new(b"probe", digestmod=constructor).hexdigest()
+            except (TypeError, ValueError):  # shake_128 and shake_256 have no fixed digest size
+                pass
+            else:
+                return constructor
+    usable = sorted(n for n in hashlib.algorithms_guaranteed if not n.startswith("shake"))
+    msg = (
+        f"unsupported signature scheme {signature_scheme!r}: use 'hmac-' and a hashlib "
+        f"algorithm, one of {', '.join(usable)} (jupyter_client's default is 'hmac-sha256')"
+    )
+    raise ValueError(msg)
 
 
 def utcnow_iso() -> str:
@@ -107,9 +139,12 @@ class Session:
 
     Args:
         key: The shared secret from the connection file. An empty key disables signing.
-        signature_scheme: The connection file's scheme; only `hmac-sha256` is supported.
+        signature_scheme: The connection file's scheme, `hmac-<hashlib algorithm>`.
         username: The `username` put in the headers of the messages this session creates.
         replay_window: How many recent signatures are remembered to refuse replays.
+
+    Raises:
+        ValueError: The signature scheme is not one that jupyter_client can sign with.
     """
 
     def __init__(
@@ -120,13 +155,12 @@ class Session:
         username: str = "kernel",
         replay_window: int = 65536,
     ) -> None:
-        if key and signature_scheme != "hmac-sha256":
-            msg = f"Unsupported signature scheme {signature_scheme!r}: use 'hmac-sha256'."
-            raise ValueError(msg)
+        digest = signature_digest(signature_scheme)  # checked even unsigned, as jupyter_client
         self.key = key
+        self.signature_scheme = signature_scheme
         self.username = username
         self.session_id = uuid.uuid4().hex
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256) if key else None
+        self._hmac = hmac.new(key, digestmod=digest) if key else None
         self._seen: set[bytes] = set()
         self._seen_order: collections.deque[bytes] = collections.deque()
         self._replay_window = replay_window
