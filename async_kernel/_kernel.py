@@ -225,6 +225,7 @@ class Kernel(SingletonConfigurable):
             aborts,
             concurrency_mode=lambda: self.concurrency_mode,
             on_input_reply=stdin.on_reply,
+            refusals=self.hub.drops,  # one log of bad input, flushed when the sockets close
         )
         self.hub.on_message = dispatcher.receive
         routing.set_thread_parent_policy(self.thread_parent_policy)
