@@ -56,6 +56,11 @@ class Kernel(KernelSettings):
     """A Jupyter kernel for Python that handles requests concurrently."""
 
     def __init__(self, **kwargs: Any) -> None:
+        """Read the connection file (if one is set) and build the session.
+
+        Raises:
+            ConnectionFileError: The connection file cannot be used.
+        """
         super().__init__(**kwargs)
         Kernel._instance = self  # `get_kernel()` finds the running kernel
         self.connection = (
@@ -138,6 +143,13 @@ class Kernel(KernelSettings):
             )
             self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)
             self._wire(self.connection)
+            if self.connection.key_generated:
+                log.warning(
+                    "the connection file %s has no key: messages are signed with a random key, "
+                    'so no client can talk to this kernel. Give the file a key (or "key": '
+                    '"" to disable signing).',
+                    self.connection_file,
+                )
             self.hub.start()
             if self._ports_to_choose:
                 write_connection_file(self.connection_file, self.connection)
@@ -186,6 +198,7 @@ class Kernel(KernelSettings):
             self.aborts,
             concurrency_mode=lambda: self.concurrency_mode,
             on_input_reply=stdin.on_reply,
+            refusals=self.hub.drops,  # one log of bad input, flushed when the sockets close
         )
         self.hub.on_message = self.dispatcher.receive
         routing.set_thread_parent_policy(self.thread_parent_policy)

@@ -9,7 +9,7 @@ async-kernel start -f CONNECTION_FILE [--Class.trait=value ...]
 ```
 
 `python -m async_kernel` is the same command. Exit codes: 0 on success, 1 when the work fails
-(a missing spec, an unwritable directory, a broken config file), 2 for bad usage.
+(a missing spec, an unwritable directory, a broken config or connection file), 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -278,8 +278,13 @@ def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list
         return _fail(str(e))
     # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
     from async_kernel._kernel import Kernel
+    from async_kernel.wire._connection import ConnectionFileError
 
-    code = Kernel(config=config, connection_file=connection_file).run() or 0
+    try:
+        kernel = Kernel(config=config, connection_file=connection_file)
+    except ConnectionFileError as e:
+        return _fail(f"cannot start the kernel: {e}")
+    code = kernel.run() or 0
     _exit_past_user_threads(code)
     return code
 

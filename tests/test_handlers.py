@@ -22,7 +22,7 @@ from async_kernel.requests._handlers import RequestHandlers
 from async_kernel.requests._interrupts import Interrupter
 from async_kernel.requests._runner import JobRunner
 from async_kernel.requests._subshells import SubshellManager
-from async_kernel.wire._job import Job
+from async_kernel.wire._job import Job, error_content
 from async_kernel.wire._outbox import ROUTED
 from async_kernel.wire._session import Message
 
@@ -163,7 +163,7 @@ async def test_kernel_info_reply_between_busy_and_idle(parts: Parts) -> None:
 
 async def test_a_rejected_job_gets_an_error_reply(parts: Parts) -> None:
     job = make_job("kernel_info_request")
-    job.reject = "no subshell with id 'x'"
+    job.reject = error_content("ValueError", "no subshell with id 'x'")
     reply = await run(parts, job)
     assert reply["status"] == "error"
     assert reply["evalue"] == "no subshell with id 'x'"

@@ -200,11 +200,10 @@ def test_bad_frames_are_dropped_and_the_kernel_keeps_answering(talk: Talk, chann
         msg = session.msg(msg_type)
         return msg["header"]["msg_id"], session.serialize(msg)
 
-    def signed(content: bytes) -> tuple[str, list[bytes]]:
-        """A correctly signed message around a content frame that is not a JSON object."""
-        header = session.msg_header("kernel_info_request")
-        parts = [session.pack(header), b"{}", b"{}", content]
-        return header["msg_id"], [b"<IDS|MSG>", session.sign(parts), *parts]
+    def signed(header: bytes) -> tuple[str, list[bytes]]:
+        """A correctly signed message around a header frame that cannot be decoded."""
+        parts = [header, b"{}", b"{}", b"{}"]
+        return uuid.uuid4().hex, [b"<IDS|MSG>", session.sign(parts), *parts]
 
     other = ClientSession(key=b"not-the-key", signature_scheme="hmac-sha256")
     bad: dict[str, list[bytes]] = {}
@@ -218,8 +217,8 @@ def test_bad_frames_are_dropped_and_the_kernel_keeps_answering(talk: Talk, chann
     bad[msg_id] = f[:4]  # truncated
     msg_id, f = frames()
     bad[msg_id] = f[1:]  # no delimiter
-    for content in (b'{"not": json', b"[1, 2]", b"\xff\xfe\xfd"):  # bad JSON, not an object
-        msg_id, f = signed(content)
+    for header in (b'{"not": json', b"[1, 2]", b"\xff\xfe\xfd", b'{"msg_id": "no type"}'):
+        msg_id, f = signed(header)  # nothing to reply to
         bad[msg_id] = f
 
     replayed_id, replayed = frames()

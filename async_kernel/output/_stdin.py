@@ -15,15 +15,20 @@ if TYPE_CHECKING:
     from async_kernel.wire._outbox import Outbox
     from async_kernel.wire._session import Message
 
-__all__ = ("StdinBroker",)
+__all__ = ("InputReplyError", "StdinBroker")
+
+
+class InputReplyError(ValueError):
+    """The client answered an input request with a malformed `input_reply`."""
 
 
 class _Waiter:
-    __slots__ = ("event", "value")
+    __slots__ = ("error", "event", "value")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.value: str = ""
+        self.error: str | None = None
 
 
 class StdinBroker:
@@ -45,6 +50,7 @@ class StdinBroker:
         Raises:
             StdinNotImplementedError: The request came from a client that does not allow stdin.
             KeyboardInterrupt: The kernel was interrupted while waiting.
+            InputReplyError: The client's answer was malformed.
         """
         job = current_parent()
         if job is None or not job.content.get("allow_stdin", False):
@@ -62,17 +68,26 @@ class StdinBroker:
                 pass
         finally:
             self._waiters.pop(msg_id, None)
+        if waiter.error is not None:
+            raise InputReplyError(waiter.error)
         return waiter.value
 
     def on_reply(self, msg: Message) -> None:
         """Hand an `input_reply` to the thread that waits for it (called on the I/O thread)."""
-        waiter = self._waiters.get(msg.parent_header.get("msg_id", ""))
+        parent_id = msg.parent_header.get("msg_id")
+        waiter = self._waiters.get(parent_id) if isinstance(parent_id, str) else None
         if waiter is None and len(self._waiters) == 1:
             waiter = next(iter(self._waiters.values()))  # a client that sent no parent header
         if waiter is None:
             return
         # JupyterLab and jupyter_console send the value with or without a `status`.
-        waiter.value = str(msg.content.get("value", ""))
+        value = msg.content.get("value", "")
+        if msg.problem is not None:
+            waiter.error = f"the input_reply is malformed: {msg.problem}"
+        elif not isinstance(value, str):
+            waiter.error = f"the input_reply's value must be a string, not {value!r:.40}"
+        else:
+            waiter.value = value
         waiter.event.set()
 
     def input(self, prompt: object = "") -> str:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from async_kernel._enums import Channel, KernelConcurrencyMode, MsgType, RunMode
 from async_kernel.requests._subshells import UnknownSubshellError
-from async_kernel.wire._job import Job
+from async_kernel.wire._job import Job, error_content
+from async_kernel.wire._ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -190,6 +191,7 @@ class Dispatcher:
         aborts: Numbers jobs by arrival (for aborts after an error).
         concurrency_mode: Returns the kernel's concurrency mode (it may change at run time).
         on_input_reply: Takes the `input_reply` messages of the stdin channel.
+        refusals: Where refused requests (malformed, unknown type) are logged, rate-limited.
     """
 
     def __init__(
@@ -200,6 +202,7 @@ class Dispatcher:
         *,
         concurrency_mode: Callable[[], KernelConcurrencyMode],
         on_input_reply: Callable[[Message], None],
+        refusals: RateLimitedLog | None = None,
     ) -> None:
         self._runner = runner
         self._callers = callers
@@ -211,23 +214,39 @@ class Dispatcher:
         self._held: dict[tuple[Channel, str | None], collections.deque[Job]] = {}
         self._unfinished = 0
         self._all_finished: aiologic.Event | None = None
+        self._refusals = refusals or RateLimitedLog(log)
 
     def receive(self, channel: Channel, msg: Message) -> None:
-        """Take a verified message from the socket thread: make its job and submit it."""
+        """Take a verified message from the socket thread: make its job and submit it.
+
+        A request that cannot run (an unknown type or subshell, a malformed message) becomes a
+        rejected job, which still gets `busy`, an error reply (if it is a request) and `idle`.
+        """
         if channel is Channel.stdin:
             if msg.msg_type == MsgType.input_reply:
                 self._on_input_reply(msg)
             return
-        job = Job(msg, channel, subshell_id=msg.header.get("subshell_id") or None)
-        mode = run_mode_for(msg.msg_type, channel, self._concurrency_mode(), job)
+        subshell_id = msg.header.get("subshell_id")
+        if not isinstance(subshell_id, str) or not subshell_id:
+            subshell_id = None  # one that is not a string is the message's `problem`
+        job = Job(msg, channel, subshell_id=subshell_id)
+        problem = msg.problem
+        # A malformed message's content is not looked at, not even for a run-mode override.
+        mode = run_mode_for(
+            msg.msg_type, channel, self._concurrency_mode(), job if problem is None else None
+        )
         if mode is None:
-            log.warning("unknown message type %r on %s", msg.msg_type, channel)
-            job.reject = f"unknown message type {msg.msg_type!r} on the {channel} channel"
-            mode = RunMode.blocking
+            what = f"unknown message type {msg.msg_type!r} on the {channel} channel"
+            self._refusals.event("unknown", what)
+            job.reject = error_content("UnknownMessageType", what)
+        elif problem is not None:
+            self._refusals.event("malformed", f"refused a malformed {msg.msg_type}: {problem}")
+            job.reject = error_content("MalformedMessage", f"malformed {msg.msg_type}: {problem}")
         elif job.subshell_id is not None and job.subshell_id not in self._callers.subshells:
-            job.reject = str(UnknownSubshellError(job.subshell_id))
-            mode = RunMode.blocking
-        job.run_mode = mode
+            job.reject = error_content(
+                "UnknownSubshellError", str(UnknownSubshellError(job.subshell_id))
+            )
+        job.run_mode = RunMode.blocking if job.reject is not None else mode
         self._aborts.number(job)
         self.submit(job)
 

@@ -79,7 +79,7 @@ class JobRunner:
 
     def _handler(self, job: Job) -> Callable[[Job], Any]:
         if job.reject is not None:
-            error = {"status": "error", **error_content("ValueError", job.reject)}
+            error = {"status": "error", **job.reject}
             return lambda _: error
         return getattr(self.handlers, MsgType(job.msg_type).value)
 

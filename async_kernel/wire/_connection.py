@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 import pathlib
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from async_kernel._enums import Channel
+from async_kernel.wire._session import signature_digest
 
-__all__ = ("ConnectionInfo", "read_connection_file", "write_connection_file")
+__all__ = (
+    "ConnectionFileError",
+    "ConnectionInfo",
+    "read_connection_file",
+    "write_connection_file",
+)
 
 _PORT_KEYS = {
     Channel.shell: "shell_port",
@@ -20,6 +27,10 @@ _PORT_KEYS = {
     Channel.iopub: "iopub_port",
     Channel.heartbeat: "hb_port",
 }
+
+
+class ConnectionFileError(ValueError):
+    """A connection file that cannot be used: unreadable, not a JSON object, or a bad value."""
 
 
 @dataclass(slots=True)
@@ -33,11 +44,13 @@ class ConnectionInfo:
     key: bytes = b""
     """The HMAC key; empty disables signing."""
     signature_scheme: str = "hmac-sha256"
-    """The signing scheme."""
+    """The signing scheme, `hmac-<hashlib algorithm>`."""
     ports: dict[Channel, int] = field(default_factory=dict[Channel, int])
     """The port of each socket; 0 means pick a free one when binding."""
     kernel_name: str = ""
     """The kernelspec name, when the launcher recorded it."""
+    key_generated: bool = field(default=False, compare=False)
+    """The file had no `key`: `key` is a random one, so no client that read the file can talk."""
 
     def url(self, channel: Channel, port: int | None = None) -> str:
         """Return the zmq endpoint of `channel` (with `port` instead of the recorded one)."""
@@ -62,29 +75,79 @@ class ConnectionInfo:
 def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
     """Read a connection file.
 
+    A file without `key` (or with `"key": null`) fails closed: the kernel signs with a random
+    key that nobody knows, and `key_generated` says so. `"key": ""` disables signing, as in
+    jupyter_client.
+
     Raises:
-        ValueError: The file is not a JSON object or its transport is unknown.
+        ConnectionFileError: The file cannot be read, is not a JSON object, or holds a value
+            that cannot be used (transport, signature scheme, key, ports).
     """
-    data = orjson.loads(pathlib.Path(path).read_bytes())
+    try:
+        data = orjson.loads(pathlib.Path(path).read_bytes())
+    except OSError as e:
+        msg = f"cannot read the connection file {path}: {e.strerror or e}"
+        raise ConnectionFileError(msg) from e
+    except orjson.JSONDecodeError as e:
+        msg = f"{path}: the connection file is not JSON: {e}"
+        raise ConnectionFileError(msg) from None
     if not isinstance(data, dict):
         msg = f"{path}: a connection file must hold a JSON object"
-        raise ValueError(msg)
+        raise ConnectionFileError(msg)
     transport = data.get("transport", "tcp")
     if transport not in ("tcp", "ipc"):
         msg = f"{path}: unknown transport {transport!r} (use 'tcp' or 'ipc')"
-        raise ValueError(msg)
+        raise ConnectionFileError(msg)
+    scheme = data.get("signature_scheme", "hmac-sha256")
+    try:
+        if not isinstance(scheme, str):
+            msg = f"the signature scheme must be a string, not {scheme!r}"
+            raise ValueError(msg)
+        signature_digest(scheme)
+    except ValueError as e:
+        raise ConnectionFileError(f"{path}: {e}") from None
+    key = data.get("key")
+    if key is not None and not isinstance(key, str):
+        msg = f"{path}: the key must be a string, not {type(key).__name__}"
+        raise ConnectionFileError(msg)
+    ports: dict[Channel, int] = {}
+    for channel, name in _PORT_KEYS.items():
+        port = data.get(name) or 0
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            msg = f"{path}: {name} must be a port number (0 to choose one), not {port!r}"
+            raise ConnectionFileError(msg)
+        ports[channel] = port
     return ConnectionInfo(
-        ip=data.get("ip", "127.0.0.1"),
+        ip=str(data.get("ip", "127.0.0.1")),
         transport=transport,
-        key=str(data.get("key", "")).encode(),
-        signature_scheme=data.get("signature_scheme", "hmac-sha256"),
-        ports={ch: int(data.get(key, 0) or 0) for ch, key in _PORT_KEYS.items()},
-        kernel_name=data.get("kernel_name", ""),
+        key=secrets.token_hex(32).encode() if key is None else key.encode(),
+        signature_scheme=scheme,
+        ports=ports,
+        kernel_name=str(data.get("kernel_name", "")),
+        key_generated=key is None,
     )
 
 
 def write_connection_file(path: str | os.PathLike[str], info: ConnectionInfo) -> None:
-    """Write `info` to `path`, readable by the owner only."""
+    """Write `info` to `path`, readable by the owner only from the first byte.
+
+    The JSON goes to a new file in the same directory, created with mode 0600 (whatever the
+    umask), which then replaces `path` in one step: the key is never readable by others, and a
+    reader polling `path` never sees half a file.
+    """
     target = pathlib.Path(path)
-    target.write_bytes(orjson.dumps(info.to_dict(), option=orjson.OPT_INDENT_2))
-    target.chmod(0o600)
+    data = orjson.dumps(info.to_dict(), option=orjson.OPT_INDENT_2)
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(temporary, flags, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -109,8 +109,9 @@ class Job:
     """`time.monotonic()` when it was received."""
     seq: int = 0
     """Arrival order within its shell or subshell, used to abort queued requests."""
-    reject: str | None = None
-    """Why the request is refused without running (unknown type, unknown subshell), if it is."""
+    reject: dict[str, Any] | None = None
+    """The error (`error_content`) that refuses the request without running it, if it is refused:
+    an unknown type or subshell, a malformed message."""
     execute: ExecuteState | None = None
     """The state of an execute request, from when its handler starts."""
     after_reply: Callable[[], object] | None = None

@@ -2,7 +2,10 @@
 
 A message on the wire is `[*idents, b"<IDS|MSG>", signature, header, parent_header, metadata,
 content, *buffers]`. The signature is an HMAC of the four JSON frames; a message whose
-signature is missing, wrong or seen before is refused with a `MessageError`.
+signature is missing, wrong or seen before is refused with a `MessageError`, and so is one
+whose header cannot be decoded (there is nothing to reply to). A correctly signed message with
+a usable header is always decoded: what is wrong with the rest is its `problem`, so that the
+kernel can answer it with an error instead of leaving the client waiting.
 """
 
 from __future__ import annotations
@@ -16,17 +19,22 @@ import itertools
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = (
     "DELIMITER",
     "PROTOCOL_VERSION",
+    "DropKind",
     "Message",
     "MessageError",
     "Session",
     "json_default",
+    "signature_digest",
     "utcnow_iso",
 )
 
@@ -36,8 +44,52 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _EMPTY = b"{}"
 
 
+DropKind = Literal["framing", "unsigned", "signature", "replay", "header"]
+"""Why a message is dropped: how drops are told apart (and counted) in the log."""
+
+_STRING_HEADER_FIELDS = ("msg_id", "session", "username", "date", "version")
+
+
 class MessageError(ValueError):
-    """A message that cannot be accepted: bad framing, signature, replay or JSON."""
+    """A message that cannot be accepted or answered: bad framing, signature, replay or header.
+
+    Args:
+        message: What is wrong.
+        kind: The kind of problem, one word.
+    """
+
+    def __init__(self, message: str, *, kind: DropKind) -> None:
+        super().__init__(message)
+        self.kind: DropKind = kind
+        """The kind of problem: drops of one kind are logged together."""
+
+
+def signature_digest(signature_scheme: str) -> Callable[..., Any]:
+    """Return the hashlib constructor that a signature scheme names.
+
+    A scheme is `hmac-` followed by the name of a hashlib algorithm (`hmac-sha256`,
+    `hmac-md5`, `hmac-sha512`, `hmac-sha3_256`, ...), spelled as hashlib spells its attribute:
+    the schemes that jupyter_client can sign with.
+
+    Raises:
+        ValueError: The scheme is not of that form, or the algorithm cannot key an HMAC.
+    """
+    name = signature_scheme.removeprefix("hmac-")
+    if name != signature_scheme and name in hashlib.algorithms_available:
+        constructor: Any = getattr(hashlib, name, None)
+        if constructor is not None:
+            try:
+                hmac.new(b"probe", digestmod=constructor).hexdigest()
+            except (TypeError, ValueError):  # shake_128 and shake_256 have no fixed digest size
+                pass
+            else:
+                return constructor
+    usable = sorted(n for n in hashlib.algorithms_guaranteed if not n.startswith("shake"))
+    msg = (
+        f"unsupported signature scheme {signature_scheme!r}: use 'hmac-' and a hashlib "
+        f"algorithm, one of {', '.join(usable)} (jupyter_client's default is 'hmac-sha256')"
+    )
+    raise ValueError(msg)
 
 
 def utcnow_iso() -> str:
@@ -78,6 +130,10 @@ class Message:
     """The routing identities of the sender (ROUTER sockets)."""
     raw_header: bytes = b""
     """The header frame as received: replies use it as their parent frame verbatim."""
+    problem: str | None = None
+    """What is malformed, if anything: such a message is answered with an error, never run.
+
+    Parts that could not be decoded are `{}`."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the message as the dict that `jupyter_client` and the `comm` package use."""
@@ -107,9 +163,12 @@ class Session:
 
     Args:
         key: The shared secret from the connection file. An empty key disables signing.
-        signature_scheme: The connection file's scheme; only `hmac-sha256` is supported.
+        signature_scheme: The connection file's scheme, `hmac-<hashlib algorithm>`.
         username: The `username` put in the headers of the messages this session creates.
         replay_window: How many recent signatures are remembered to refuse replays.
+
+    Raises:
+        ValueError: The signature scheme is not one that jupyter_client can sign with.
     """
 
     def __init__(
@@ -120,13 +179,12 @@ class Session:
         username: str = "kernel",
         replay_window: int = 65536,
     ) -> None:
-        if key and signature_scheme != "hmac-sha256":
-            msg = f"Unsupported signature scheme {signature_scheme!r}: use 'hmac-sha256'."
-            raise ValueError(msg)
+        digest = signature_digest(signature_scheme)  # checked even unsigned, as jupyter_client
         self.key = key
+        self.signature_scheme = signature_scheme
         self.username = username
         self.session_id = uuid.uuid4().hex
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256) if key else None
+        self._hmac = hmac.new(key, digestmod=digest) if key else None
         self._seen: set[bytes] = set()
         self._seen_order: collections.deque[bytes] = collections.deque()
         self._replay_window = replay_window
@@ -200,46 +258,63 @@ class Session:
     def deserialize(self, frames: list[bytes]) -> Message:
         """Verify and decode the frames of one message.
 
+        The signature is checked before anything is decoded. A correctly signed message whose
+        header is a JSON object with a string `msg_type` is returned even if the rest is
+        malformed (not JSON, not objects, header fields of the wrong type): its `problem`
+        says what is wrong.
+
         Raises:
-            MessageError: The framing, signature or JSON is wrong, or the message is a replay.
+            MessageError: The framing or signature is wrong, the message is a replay, or its
+                header cannot be decoded.
         """
         try:
             split = frames.index(DELIMITER)
         except ValueError:
-            raise MessageError("no <IDS|MSG> delimiter in the frames") from None
+            raise MessageError("no <IDS|MSG> delimiter in the frames", kind="framing") from None
         rest = frames[split + 1 :]
         if len(rest) < 5:
             msg = f"truncated message: {len(rest)} frames after the delimiter, 5 needed"
-            raise MessageError(msg)
+            raise MessageError(msg, kind="framing")
         signature, header, parent, metadata, content = rest[:5]
         if self._hmac is not None:
             if not signature:
-                raise MessageError("unsigned message")
+                raise MessageError("unsigned message", kind="unsigned")
             if not hmac.compare_digest(signature, self.sign([header, parent, metadata, content])):
-                raise MessageError("invalid signature")
+                raise MessageError("invalid signature", kind="signature")
             self._remember(signature)
-        try:
-            header_obj = orjson.loads(header)
-            decoded = [orjson.loads(part) for part in (parent, metadata, content)]
-        except orjson.JSONDecodeError as e:
-            raise MessageError(f"undecodable JSON: {e}") from None
-        if not isinstance(header_obj, dict) or not all(isinstance(d, dict) for d in decoded):
-            raise MessageError("header, parent header, metadata and content must be objects")
-        if not isinstance(header_obj.get("msg_type"), str):
-            raise MessageError("the header has no msg_type")
+        header_obj, problem = _decode(header, "header")
+        if problem is None and not isinstance(header_obj.get("msg_type"), str):
+            problem = "the header has no msg_type string"
+        if problem is not None:
+            raise MessageError(f"{problem}: there is nothing to reply to", kind="header")
+        parent_obj, parent_problem = _decode(parent, "parent header")
+        metadata_obj, metadata_problem = _decode(metadata, "metadata")
+        content_obj, content_problem = _decode(content, "content")
+        problems = [
+            p
+            for p in (
+                _header_problem(header_obj),
+                parent_problem,
+                metadata_problem,
+                content_problem,
+            )
+            if p is not None
+        ]
         return Message(
             header=header_obj,
-            parent_header=decoded[0],
-            metadata=decoded[1],
-            content=decoded[2],
+            parent_header=parent_obj,
+            metadata=metadata_obj,
+            content=content_obj,
             buffers=list(rest[5:]),
             idents=list(frames[:split]),
             raw_header=header,
+            problem="; ".join(problems) if problems else None,
         )
 
     def _remember(self, signature: bytes) -> None:
         if signature in self._seen:
-            raise MessageError("replayed message: this signature was seen before")
+            msg = "replayed message: this signature was seen before"
+            raise MessageError(msg, kind="replay")
         self._seen.add(signature)
         self._seen_order.append(signature)
         if len(self._seen_order) > self._replay_window:
@@ -256,3 +331,46 @@ class Session:
             _dumps(msg.get("content", {})),
         ]
         return [*(idents or ()), DELIMITER, self.sign(parts), *parts, *msg.get("buffers", ())]
+
+
+def _decode(frame: bytes, name: str) -> tuple[dict[str, Any], str | None]:
+    """Decode one JSON frame that must hold an object; return it (or `{}`) and the problem."""
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as e:
+        return {}, f"the {name} is not valid JSON ({e})"
+    if not isinstance(obj, dict):
+        return {}, f"the {name} must be a JSON object, not {_json_kind(obj)}"
+    return obj, None
+
+
+def _header_problem(header: dict[str, Any]) -> str | None:
+    """Say which of the header's fields has the wrong type, if one has."""
+    if "msg_id" not in header:
+        return "the header has no msg_id"
+    for name in _STRING_HEADER_FIELDS:
+        if name in header and not isinstance(header[name], str):
+            return f"the header's {name} must be a string, not {_json_kind(header[name])}"
+    subshell_id = header.get("subshell_id")
+    if subshell_id is not None and not isinstance(subshell_id, str):
+        return f"the header's subshell_id must be a string or null, not {_json_kind(subshell_id)}"
+    return None
+
+
+def _json_kind(value: object) -> str:
+    """Name the JSON type of a decoded value, for messages about it."""
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case str():
+            return "a string"
+        case list():
+            return "an array"
+        case dict():
+            return "an object"
+        case _:
+            return type(value).__name__

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from async_kernel._enums import Channel
+from async_kernel.wire._ratelog import RateLimitedLog
 from async_kernel.wire._session import MessageError
 
 if TYPE_CHECKING:
@@ -42,7 +43,8 @@ class SocketHub:
         connection: Where to bind; ports that are 0 are chosen here and written back.
         session: Verifies incoming and signs outgoing messages.
         on_message: Called on the I/O thread with each verified message of shell, control and
-            stdin. It must not block; it hands the message on. It can be set until `start`.
+            stdin (also a malformed one: see `Message.problem`). It must not block; it hands
+            the message on. It can be set until `start`.
     """
 
     def __init__(
@@ -67,6 +69,8 @@ class SocketHub:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="async_kernel_io", daemon=True)
         self._hb_thread: threading.Thread | None = None
+        self.drops = RateLimitedLog(log)
+        """The log of dropped messages: the first of each kind, then counts (rate-limited)."""
 
     # --- public, any thread ----------------------------------------------------------------
 
@@ -196,6 +200,7 @@ class SocketHub:
             self._flush_outbox(socks, limit=None)
             for sock in socks.values():
                 sock.close()
+            self.drops.flush()
             self._stopped.set()
 
     def _clear_wake(self) -> None:
@@ -250,7 +255,7 @@ class SocketHub:
             try:
                 msg = self.session.deserialize(frames)
             except MessageError as e:
-                log.warning("dropped a message on %s: %s", channel, e)
+                self.drops.event(e.kind, f"dropped a message on {channel}: {e}")
                 continue
             try:
                 deliver(channel, msg)
