@@ -149,6 +149,78 @@ def test_malformed_comm_messages_get_busy_and_idle(raw: RawClient, msg_type: str
 
 
 @pytest.mark.parametrize(
+    ("channel", "msg_type", "content", "named"),
+    [
+        ("shell", "execute_request", {"code": 5}, "code must be a string, not a number"),
+        ("shell", "execute_request", {}, "the content has no code"),
+        ("shell", "execute_request", {"code": "1", "silent": "no"}, "silent must be a boolean"),
+        ("shell", "execute_request", {"code": "1", "user_expressions": [1]}, "user_expressions"),
+        ("shell", "complete_request", {"code": "x", "cursor_pos": "1"}, "cursor_pos"),
+        ("shell", "inspect_request", {"code": "x", "detail_level": "1"}, "detail_level"),
+        ("shell", "is_complete_request", {"code": None}, "code must be a string, not null"),
+        ("shell", "history_request", {"hist_access_type": "tail", "n": "3"}, "n must be"),
+        ("shell", "comm_info_request", {"target_name": ["x"]}, "target_name must be a string"),
+        ("control", "shutdown_request", {"restart": "yes"}, "restart must be a boolean"),
+        ("control", "delete_subshell_request", {"subshell_id": 3}, "subshell_id must be"),
+    ],
+)
+def test_content_fields_of_the_wrong_type_get_an_error_reply(
+    raw: RawClient, channel: str, msg_type: str, content: dict[str, Any], named: str
+) -> None:
+    tag = raw.send(channel, msg_type, content)
+    assert_refused(raw, tag, msg_type.removesuffix("_request") + "_reply", named)
+    assert_alive(raw, channel)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"comm_id": ["x"], "data": {}},
+        {"comm_id": "x", "data": "not an object"},
+        {"data": {}},
+    ],
+)
+def test_comm_messages_with_wrong_fields_get_busy_and_idle(
+    raw: RawClient, content: dict[str, Any]
+) -> None:
+    """An unhashable comm_id used to crash the dispatcher, with no status at all."""
+    tag = raw.send("shell", "comm_msg", content)
+    assert raw.wait_done(tag, reply=False).states == ["busy", "idle"]
+    assert_alive(raw)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "field", "text"),
+    [
+        ("raise ValueError('\\ud800')", "error", "evalue", "\\ud800"),
+        ("'\\ud800'", "ok", None, None),
+        ("print('a\\udfffb')", "ok", None, None),
+        ("x = 2 ** 70", "ok", None, None),
+    ],
+)
+def test_what_orjson_cannot_write_still_gets_a_reply(
+    raw: RawClient, code: str, status: str, field: str | None, text: str | None
+) -> None:
+    """A lone surrogate made by user code is escaped in the reply and the output."""
+    tag = raw.send(
+        "shell", "execute_request", {"code": code, "user_expressions": {"big": "2 ** 70"}}
+    )
+    answer = raw.wait_done(tag)
+    assert answer.reply is not None
+    content = answer.reply["content"]
+    assert content["status"] == status, content
+    if field is not None:
+        assert content[field] == text
+    else:
+        assert content["user_expressions"]["big"]["data"]["text/plain"] == str(2**70)
+    outputs = {m["header"]["msg_type"]: m["content"] for m in answer.iopub}
+    if "stream" in outputs:
+        assert outputs["stream"]["text"] == "a\\udfffb\n"
+    if "execute_result" in outputs:
+        assert outputs["execute_result"]["data"]["text/plain"] == "'\\ud800'"
+
+
+@pytest.mark.parametrize(
     ("content", "named"),
     [
         pytest.param(b"[]", "the input_reply is malformed: the content must be", id="list"),

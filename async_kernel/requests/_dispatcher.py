@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from async_kernel._enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel.requests._content import request_problem
 from async_kernel.requests._subshells import UnknownSubshellError
 from async_kernel.wire._job import Job, error_content
 from async_kernel.wire._ratelog import RateLimitedLog
@@ -230,16 +231,15 @@ class Dispatcher:
         if not isinstance(subshell_id, str) or not subshell_id:
             subshell_id = None  # one that is not a string is the message's `problem`
         job = Job(msg, channel, subshell_id=subshell_id)
-        problem = msg.problem
         # A malformed message's content is not looked at, not even for a run-mode override.
         mode = run_mode_for(
-            msg.msg_type, channel, self._concurrency_mode(), job if problem is None else None
+            msg.msg_type, channel, self._concurrency_mode(), job if msg.problem is None else None
         )
         if mode is None:
             what = f"unknown message type {msg.msg_type!r} on the {channel} channel"
             self._refusals.event("unknown", what)
             job.reject = error_content("UnknownMessageType", what)
-        elif problem is not None:
+        elif (problem := msg.problem or request_problem(msg)) is not None:
             self._refusals.event("malformed", f"refused a malformed {msg.msg_type}: {problem}")
             job.reject = error_content("MalformedMessage", f"malformed {msg.msg_type}: {problem}")
         elif job.subshell_id is not None and job.subshell_id not in self._callers.subshells:

@@ -116,7 +116,12 @@ class JobRunner:
             if content is not None and msg_type.endswith("_request"):
                 reply_type = msg_type.removesuffix("_request") + "_reply"
                 metadata = job.execute.metadata if job.execute is not None else None
-                self.outbox.reply(job, reply_type, content, metadata)
+                try:
+                    self.outbox.reply(job, reply_type, content, metadata)
+                except Exception as e:  # the content could not be encoded: say so instead
+                    log.exception("could not send the reply to %r", job)
+                    failed = error_content(type(e).__name__, f"the reply could not be sent: {e}")
+                    self.outbox.reply(job, reply_type, {"status": "error", **failed})
         finally:
             self.outbox.status(job, "idle")
             current_job.reset(token)

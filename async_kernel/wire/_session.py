@@ -10,7 +10,6 @@ kernel can answer it with an error instead of leaving the client waiting.
 
 from __future__ import annotations
 
-import base64
 import collections
 import datetime
 import hashlib
@@ -21,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
+from async_kernel.wire._json import decode_object, dumps, json_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,14 +32,12 @@ __all__ = (
     "Message",
     "MessageError",
     "Session",
-    "json_default",
     "signature_digest",
     "utcnow_iso",
 )
 
 DELIMITER = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.5"
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _EMPTY = b"{}"
 
 
@@ -95,21 +92,6 @@ def signature_digest(signature_scheme: str) -> Callable[..., Any]:
 def utcnow_iso() -> str:
     """Return the current UTC time in ISO 8601 form, as the protocol's `date` fields use."""
     return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
-
-
-def json_default(obj: Any) -> Any:
-    """Encode what orjson does not know: bytes as base64, sets as lists, the rest as str."""
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return base64.b64encode(obj).decode("ascii")
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)  # pyright: ignore[reportUnknownArgumentType]
-    if isinstance(obj, complex):
-        return str(obj)
-    return repr(obj)
-
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=json_default, option=_OPTIONS)
 
 
 @dataclass(slots=True)
@@ -245,10 +227,10 @@ class Session:
         Returns:
             The frames.
         """
-        header = _dumps(self.header(msg_type, **(header_extra or {})))
+        header = dumps(self.header(msg_type, **(header_extra or {})))
         parent_frame = parent.raw_header if parent is not None and parent.raw_header else _EMPTY
-        meta = _dumps(metadata) if metadata else _EMPTY
-        body = _dumps(content) if content else _EMPTY
+        meta = dumps(metadata) if metadata else _EMPTY
+        body = dumps(content) if content else _EMPTY
         parts = [header, parent_frame, meta, body]
         frames = [*(idents or ()), DELIMITER, self.sign(parts), *parts]
         if buffers:
@@ -282,14 +264,14 @@ class Session:
             if not hmac.compare_digest(signature, self.sign([header, parent, metadata, content])):
                 raise MessageError("invalid signature", kind="signature")
             self._remember(signature)
-        header_obj, problem = _decode(header, "header")
+        header_obj, problem = decode_object(header, "header")
         if problem is None and not isinstance(header_obj.get("msg_type"), str):
             problem = "the header has no msg_type string"
         if problem is not None:
             raise MessageError(f"{problem}: there is nothing to reply to", kind="header")
-        parent_obj, parent_problem = _decode(parent, "parent header")
-        metadata_obj, metadata_problem = _decode(metadata, "metadata")
-        content_obj, content_problem = _decode(content, "content")
+        parent_obj, parent_problem = decode_object(parent, "parent header")
+        metadata_obj, metadata_problem = decode_object(metadata, "metadata")
+        content_obj, content_problem = decode_object(content, "content")
         problems = [
             p
             for p in (
@@ -325,23 +307,12 @@ class Session:
     def encode(self, msg: dict[str, Any], idents: list[bytes] | None = None) -> list[bytes]:
         """Frame a message given as a dict with header/parent_header/metadata/content keys."""
         parts = [
-            _dumps(msg.get("header", {})),
-            _dumps(msg.get("parent_header", {})),
-            _dumps(msg.get("metadata", {})),
-            _dumps(msg.get("content", {})),
+            dumps(msg.get("header", {})),
+            dumps(msg.get("parent_header", {})),
+            dumps(msg.get("metadata", {})),
+            dumps(msg.get("content", {})),
         ]
         return [*(idents or ()), DELIMITER, self.sign(parts), *parts, *msg.get("buffers", ())]
-
-
-def _decode(frame: bytes, name: str) -> tuple[dict[str, Any], str | None]:
-    """Decode one JSON frame that must hold an object; return it (or `{}`) and the problem."""
-    try:
-        obj = orjson.loads(frame)
-    except orjson.JSONDecodeError as e:
-        return {}, f"the {name} is not valid JSON ({e})"
-    if not isinstance(obj, dict):
-        return {}, f"the {name} must be a JSON object, not {_json_kind(obj)}"
-    return obj, None
 
 
 def _header_problem(header: dict[str, Any]) -> str | None:
@@ -350,27 +321,8 @@ def _header_problem(header: dict[str, Any]) -> str | None:
         return "the header has no msg_id"
     for name in _STRING_HEADER_FIELDS:
         if name in header and not isinstance(header[name], str):
-            return f"the header's {name} must be a string, not {_json_kind(header[name])}"
+            return f"the header's {name} must be a string, not {json_kind(header[name])}"
     subshell_id = header.get("subshell_id")
     if subshell_id is not None and not isinstance(subshell_id, str):
-        return f"the header's subshell_id must be a string or null, not {_json_kind(subshell_id)}"
+        return f"the header's subshell_id must be a string or null, not {json_kind(subshell_id)}"
     return None
-
-
-def _json_kind(value: object) -> str:
-    """Name the JSON type of a decoded value, for messages about it."""
-    match value:
-        case None:
-            return "null"
-        case bool():
-            return "a boolean"
-        case int() | float():
-            return "a number"
-        case str():
-            return "a string"
-        case list():
-            return "an array"
-        case dict():
-            return "an object"
-        case _:
-            return type(value).__name__
