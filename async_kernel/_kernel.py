@@ -261,10 +261,6 @@ class Kernel(KernelSettings):
                 log.exception("shutdown step %r failed", step)
         os._exit(self._exit_code)
 
-    def flush_output(self) -> None:
-        """Send all buffered output now, including output written to the captured fds."""
-        self.stdio.flush()
-
     def get_parent(self, channel: str = "shell") -> dict[str, Any]:
         """Return the current request as a message dict (what the Output widget asks for)."""
         job = routing.current_parent()

@@ -11,13 +11,12 @@ a hang.
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 from functools import partial
 from typing import Any
 
-from kernels import BenchError, KernelHandle, KernelTimeout
-from measures import Config, interleave
+from kernels import BenchError, KernelHandle
+from measures import Config, interleave, sample_during_cell
 from report import Row
 
 __all__ = ("TARGET", "comm_echo")
@@ -78,35 +77,8 @@ class _Echo:
 
     def during_cell(self, code: str, subshell_id: str | None) -> tuple[list[float], int]:
         """Echo repeatedly while `code` runs on the main shell; return samples and timeouts."""
-        cfg, h = self.cfg, self.h
-        content = {"code": code, "silent": False, "store_history": False}
-        cell_id, _ = h.send("shell", "execute_request", content)
-
-        def started(channel: str, msg: dict[str, Any]) -> bool:
-            return (
-                channel == "iopub"
-                and msg["msg_type"] == "execute_input"
-                and msg["parent_header"].get("msg_id") == cell_id
-            )
-
-        t_start, _ = h.wait(started, cfg.timeout)
-        time.sleep(SETTLE)
-        # Stop early enough that even a reply at the timeout arrives while the cell still runs.
-        stop = t_start + cfg.cell_seconds - cfg.echo_timeout - 0.2
-        samples: list[float] = []
-        timeouts = 0
-        while time.perf_counter() < stop:
-            try:
-                samples.append(self.round_trip(cfg.echo_timeout, subshell_id))
-            except KernelTimeout:
-                timeouts += 1
-                break
-            time.sleep(PACE)
-        reply, _, _ = h.await_reply(cell_id, cfg.cell_seconds + cfg.timeout, idle=True)
-        if reply["content"]["status"] != "ok":
-            raise BenchError(f"sleep cell failed: {reply['content'].get('ename')}")
-        h.drain()  # late echoes
-        return samples, timeouts
+        probe = partial(self.round_trip, self.cfg.echo_timeout, subshell_id)
+        return sample_during_cell(self.h, code, self.cfg, probe, settle=SETTLE, pace=PACE)
 
     def close(self) -> None:
         """Delete the subshell; failures only matter to later rows, which will show them."""

@@ -408,3 +408,47 @@ def stdout(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
 
     measured = {k: h for k, h in handles.items() if k not in protocol_only}
     return set_errors(rows, interleave(measured, cfg.stdout_rounds, step))
+
+
+def sample_during_cell(
+    h: KernelHandle,
+    code: str,
+    cfg: Config,
+    probe: Callable[[], float],
+    *,
+    settle: float = 0.1,
+    pace: float = 0.005,
+) -> tuple[list[float], int]:
+    """Run `probe()` repeatedly while `code` runs on the main shell; return samples, timeouts.
+
+    Sampling starts `settle` seconds after the cell's `execute_input` and stops early enough
+    that a probe answered at `cfg.echo_timeout` still arrives while the cell runs; one probe
+    that times out ends the sampling.
+    """
+    content = {"code": code, "silent": False, "store_history": False}
+    cell_id, _ = h.send("shell", "execute_request", content)
+
+    def started(channel: str, msg: dict[str, Any]) -> bool:
+        return (
+            channel == "iopub"
+            and msg["msg_type"] == "execute_input"
+            and msg["parent_header"].get("msg_id") == cell_id
+        )
+
+    t_start, _ = h.wait(started, cfg.timeout)
+    time.sleep(settle)
+    stop = t_start + cfg.cell_seconds - cfg.echo_timeout - 0.2
+    samples: list[float] = []
+    timeouts = 0
+    while time.perf_counter() < stop:
+        try:
+            samples.append(probe())
+        except KernelTimeout:
+            timeouts += 1
+            break
+        time.sleep(pace)
+    reply, _, _ = h.await_reply(cell_id, cfg.cell_seconds + cfg.timeout, idle=True)
+    if reply["content"]["status"] != "ok":
+        raise BenchError(f"the main-shell cell failed: {reply['content'].get('ename')}")
+    h.drain()  # late answers
+    return samples, timeouts

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from typing import Any
 
-from kernels import BenchError, KernelHandle, KernelTimeout
-from measures import PASS, Config, burst, interleave, mark_na, set_errors
+from kernels import BenchError, KernelHandle
+from measures import PASS, Config, burst, interleave, mark_na, sample_during_cell, set_errors
 from report import Row
 
 __all__ = ("subshell_execute", "thread_cells")
@@ -89,33 +88,11 @@ def _create_subshell(h: KernelHandle, cfg: Config) -> str:
 def _during_block(h: KernelHandle, subshell_id: str, cfg: Config) -> tuple[list[float], int]:
     """Execute "pass" on the subshell while the main shell sleeps; return samples, timeouts."""
     code = BLOCK_CELL.format(seconds=cfg.cell_seconds)
-    content = {"code": code, "silent": False, "store_history": False}
-    cell_id, _ = h.send("shell", "execute_request", content)
 
-    def started(channel: str, msg: dict[str, Any]) -> bool:
-        return (
-            channel == "iopub"
-            and msg["msg_type"] == "execute_input"
-            and msg["parent_header"].get("msg_id") == cell_id
-        )
+    def probe() -> float:
+        return _execute(h, PASS, cfg.echo_timeout, subshell_id=subshell_id)
 
-    t_start, _ = h.wait(started, cfg.timeout)
-    time.sleep(SETTLE)
-    stop = t_start + cfg.cell_seconds - cfg.echo_timeout - 0.2
-    samples: list[float] = []
-    timeouts = 0
-    while time.perf_counter() < stop:
-        try:
-            samples.append(_execute(h, PASS, cfg.echo_timeout, subshell_id=subshell_id))
-        except KernelTimeout:
-            timeouts += 1
-            break
-        time.sleep(PACE)
-    reply, _, _ = h.await_reply(cell_id, cfg.cell_seconds + cfg.timeout, idle=True)
-    if reply["content"]["status"] != "ok":
-        raise BenchError(f"sleep cell failed: {reply['content'].get('ename')}")
-    h.drain()  # late replies
-    return samples, timeouts
+    return sample_during_cell(h, code, cfg, probe, settle=SETTLE, pace=PACE)
 
 
 def subshell_execute(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:

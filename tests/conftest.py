@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from jupyter_client.blocking.client import BlockingKernelClient
     from jupyter_client.manager import KernelManager
+    from raw_client import RawClient
 
 KERNEL_NAMES = ("async", "async-trio")
 """The kernelspecs the tests install: one per backend."""
@@ -83,3 +84,16 @@ def kernel(request: pytest.FixtureRequest) -> Iterator[tuple[KernelManager, Bloc
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="module")
+def raw(kernel: tuple[KernelManager, BlockingKernelClient]) -> Iterator[RawClient]:
+    """Raw DEALER sockets on the module's kernel, for frames no well-behaved client sends."""
+    from raw_client import RawClient
+
+    km, _ = kernel
+    client = RawClient(km.get_connection_info())
+    try:
+        yield client
+    finally:
+        client.close()

@@ -18,24 +18,11 @@ from jupyter_client.connect import write_connection_file
 from raw_client import TIMEOUT, RawClient
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
-    from jupyter_client.blocking.client import BlockingKernelClient
-    from jupyter_client.manager import KernelManager
 
 DEEP = b"[" * 1100 + b"]" * 1100
 """Nested deeper than orjson decodes."""
-
-
-@pytest.fixture(scope="module")
-def raw(kernel: tuple[KernelManager, BlockingKernelClient]) -> Iterator[RawClient]:
-    km, _ = kernel
-    client = RawClient(km.get_connection_info())
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def assert_refused(raw: RawClient, tag: str, reply_type: str, *named: str) -> dict[str, Any]:

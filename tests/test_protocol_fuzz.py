@@ -24,10 +24,7 @@ from async_kernel._enums import Channel, MsgType
 from async_kernel.requests._dispatcher import DEFAULT_RUN_MODES
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from jupyter_client.blocking.client import BlockingKernelClient
-    from jupyter_client.manager import KernelManager
+    pass
 
 FUZZ = settings(
     max_examples=100,  # per kernel (asyncio and trio): 200 in all
@@ -241,16 +238,6 @@ def requests(draw: st.DrawFn) -> tuple[str, MsgType, list[bytes], dict[str, Any]
     parts += [orjson.dumps(defaults[n]) if f is None else f for n, f in frames.items()]
     event(f"drawn: {mode}")
     return channel, msg_type, parts, header
-
-
-@pytest.fixture(scope="module")
-def raw(kernel: tuple[KernelManager, BlockingKernelClient]) -> Iterator[RawClient]:
-    km, _ = kernel
-    client = RawClient(km.get_connection_info())
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def test_every_known_msg_type_is_fuzzed() -> None:

@@ -9,6 +9,7 @@ import re
 
 import pytest
 from jupyter_client.session import Session as ClientSession
+from signing import KEY, hex_hmac, signed
 
 from async_kernel.wire._session import (
     DELIMITER,
@@ -19,28 +20,10 @@ from async_kernel.wire._session import (
     signature_digest,
 )
 
-KEY = b"a-test-key-0123456789"
-
 
 @pytest.fixture
 def session() -> Session:
     return Session(KEY)
-
-
-def hex_hmac(key: bytes, *parts: bytes) -> bytes:
-    """The protocol's signature, computed here independently of the code under test."""
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for part in parts:
-        mac.update(part)
-    return mac.hexdigest().encode()
-
-
-def signed(
-    key: bytes, header: bytes, parent: bytes, metadata: bytes, content: bytes
-) -> list[bytes]:
-    """Frames with a valid signature around arbitrary JSON frames."""
-    parts = [header, parent, metadata, content]
-    return [DELIMITER, hex_hmac(key, *parts) if key else b"", *parts]
 
 
 def split(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:

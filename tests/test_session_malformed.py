@@ -3,37 +3,18 @@ is decoded anyway (with its `problem`) because it is correctly signed and can be
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 
 import orjson
 import pytest
+from signing import KEY, signed
 
 from async_kernel.wire._session import DELIMITER, MessageError, Session
-
-KEY = b"a-test-key-0123456789"
 
 
 @pytest.fixture
 def session() -> Session:
     return Session(KEY)
-
-
-def hex_hmac(key: bytes, *parts: bytes) -> bytes:
-    """The protocol's signature, computed here independently of the code under test."""
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for part in parts:
-        mac.update(part)
-    return mac.hexdigest().encode()
-
-
-def signed(
-    key: bytes, header: bytes, parent: bytes, metadata: bytes, content: bytes
-) -> list[bytes]:
-    """Frames with a valid signature around arbitrary (possibly broken) JSON frames."""
-    parts = [header, parent, metadata, content]
-    return [DELIMITER, hex_hmac(key, *parts) if key else b"", *parts]
 
 
 GOOD_HEADER = orjson.dumps({"msg_id": "m1", "msg_type": "kernel_info_request", "session": "s"})
