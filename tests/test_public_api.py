@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 
 import pytest
 
@@ -69,3 +70,16 @@ def test_version_comes_from_the_package_metadata() -> None:
     from importlib.metadata import version
 
     assert async_kernel.__version__ == version("async-kernel")
+
+
+def test_each_public_name_has_a_reference_entry() -> None:
+    """The API reference (docs/reference) renders every façade name from its docstring."""
+    from pathlib import Path
+
+    reference = Path(__file__).parent.parent / "docs" / "reference"
+    text = "\n".join(p.read_text() for p in sorted(reference.glob("*.md")))
+    entries = set(re.findall(r"^::: async_kernel\.(\w+)\s*$", text, flags=re.MULTILINE))
+    names = set(async_kernel.__all__) - {"__version__"}
+    assert names - entries == set(), "public names without a reference entry"
+    assert entries - names == set(), "reference entries for names that are not public"
+    assert "async_kernel.__version__" in text
