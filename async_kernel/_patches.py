@@ -4,8 +4,9 @@ A kernel running in this process (the usual case, but also tests and embedding) 
 `sys.stdout`/`sys.stderr`, `sys.displayhook`, IPython's builtins, `input`/`getpass`,
 `time.sleep` (interruptible in kernel threads), the SIGINT and SIGTERM handlers,
 `threading.Thread.start` (to remember which cell started a thread), the GIL switch interval,
-the `comm` package's factories and the default matplotlib backend. `ProcessPatches.restore`
-puts every one of them back as it was.
+the `comm` package's factories, the default matplotlib backend and (once it is loaded)
+matplotlib-inline's `show` and `flush_figures`. `ProcessPatches.restore` puts every one of them
+back as it was.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class ProcessPatches:
         if "MPLBACKEND" not in os.environ:
             os.environ["MPLBACKEND"] = _INLINE_BACKEND
             self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
+        # matplotlib-inline's `show` and `flush_figures` become cell-aware once it is loaded.
+        self._undo.append(shell.events.figures.restore)
 
     def remember_thread_starters(self) -> None:
         """Make `threading.Thread.start` record the starting code's cell on the thread.

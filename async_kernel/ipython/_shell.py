@@ -21,6 +21,8 @@ from IPython.core.payload import PayloadManager
 from traitlets import Any as AnyTrait
 from traitlets import Instance, Type
 
+from async_kernel.ipython._cellnames import CellCompiler
+from async_kernel.ipython._inline import KernelEventManager
 from async_kernel.wire._job import ExecuteState, current_job, error_content
 
 __all__ = (
@@ -215,6 +217,8 @@ class AsyncInteractiveShell(InteractiveShell):
     displayhook_class = Type(KernelDisplayHook)
     display_pub_class = Type(KernelDisplayPublisher)
     payload_manager = Instance(PayloadManager, allow_none=True)
+    compiler_class = Type(CellCompiler)
+    """Compiles cells under ipykernel's file names (a hash of the source, see `_cellnames`)."""
 
     _count_lock = threading.Lock()
 
@@ -240,6 +244,13 @@ class AsyncInteractiveShell(InteractiveShell):
         self.configurables.append(self.history_manager)  # pyright: ignore[reportArgumentType]
         if "db_cache_size" not in self.config.get("HistoryManager", {}):
             self.history_manager.db_cache_size = 20
+
+    def init_events(self) -> None:
+        """Use the kernel's event manager, which keeps inline figures with their cell."""
+        super().init_events()
+        events = KernelEventManager(self, ())
+        events.callbacks = self.events.callbacks  # with what IPython registered
+        self.events = events
 
     def init_hooks(self) -> None:
         """Send pager output (`obj?`) to the client as a payload."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 import sys
@@ -11,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import IPython
 from IPython.core.history import HistoryAccessor
+from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
 
 from async_kernel._enums import Channel
 from async_kernel._version import __version__
 from async_kernel.callers._caller import Caller
 from async_kernel.output._routing import set_latest_execute
 from async_kernel.requests._interrupts import Running
+from async_kernel.requests._usercontext import UserContexts
 from async_kernel.wire._job import ExecuteState, error_content
 from async_kernel.wire._session import PROTOCOL_VERSION, utcnow_iso
 
@@ -35,6 +38,10 @@ if TYPE_CHECKING:
 __all__ = ("RequestHandlers",)
 
 log = logging.getLogger("async_kernel")
+
+
+_TAKES_CELL_META = "cell_meta" in inspect.signature(InteractiveShell.run_cell_async).parameters
+"""IPython 9 passes the request's metadata on to `pre_run_cell` callbacks (`info.cell_meta`)."""
 
 
 def _ok(**content: Any) -> dict[str, Any]:
@@ -82,6 +89,8 @@ class RequestHandlers:
         self.stop = stop
         self.backend = backend
         self._info: dict[str, Any] | None = None
+        self.user_contexts = UserContexts()
+        """The context variables cells set, carried to the next cell of their (sub)shell."""
 
     # --- information -----------------------------------------------------------------------
 
@@ -131,9 +140,11 @@ class RequestHandlers:
         silent = bool(c.get("silent", False))
         store_history = bool(c.get("store_history", not silent)) and not silent
         aborted = self.aborts.is_aborted(job)
-        # An aborted cell never runs, so it takes no execution count (as in ipykernel).
+        code = str(c.get("code", ""))
+        empty = not code or code.isspace()
+        # An aborted or empty cell takes no execution count (as in IPython and ipykernel).
         count = self.shell.next_execution_count(
-            job.subshell_id, advance=store_history and not aborted
+            job.subshell_id, advance=store_history and not aborted and not empty
         )
         metadata: dict[str, Any] = {
             "started": utcnow_iso(),
@@ -146,7 +157,6 @@ class RequestHandlers:
         if aborted:
             metadata["status"] = "aborted"
             return {"status": "aborted", "execution_count": count}
-        code = str(c.get("code", ""))
         if not silent:
             self.outbox.publish(
                 "execute_input", {"code": code, "execution_count": count}, parent=job
@@ -176,27 +186,43 @@ class RequestHandlers:
     async def _run_cell(
         self, job: Job, state: ExecuteState, code: str, *, store_history: bool, silent: bool
     ) -> dict[str, Any] | None:
-        """Run `code` interruptibly; return the error content, or None if it succeeded."""
+        """Run `code` interruptibly; return the error content, or None if it succeeded.
+
+        IPython's events fire as in ipykernel: `pre_execute` and `pre_run_cell` from
+        `run_cell_async`, then `post_execute` and `post_run_cell` with this cell's own result,
+        whatever happened (only the `*_execute` pair for a silent execute).
+        """
+        before = self.user_contexts.enter(job)
         with anyio.CancelScope() as scope:
             running = Running(job, threading.get_ident(), Caller(), scope, threading.Event())
             self.interrupter.add(running)
             timer = self._arm_timeout(job, state)
+            cell_id = job.msg.metadata.get("cellId")
+            result: ExecutionResult | None = None
             try:
                 transformed, preprocessing_error = code, None
                 try:
                     transformed = self.shell.transform_cell(code)
                 except Exception:
                     preprocessing_error = sys.exc_info()
-                state.result = await self.shell.run_cell_async(
+                extra: dict[str, Any] = {"cell_meta": job.msg.metadata} if _TAKES_CELL_META else {}
+                result = state.result = await self.shell.run_cell_async(
                     code,
                     store_history=store_history,
                     silent=silent,
                     transformed_cell=transformed,
                     preprocessing_exc_tuple=preprocessing_error,
-                    cell_id=job.msg.metadata.get("cellId"),
+                    cell_id=cell_id,
+                    **extra,
                 )
+            except BaseException as e:
+                # Stopped outside IPython's own error handling: callbacks still get a result.
+                result = ExecutionResult(ExecutionInfo(code, store_history, silent, True, cell_id))
+                result.error_in_exec = e
+                raise
             finally:
                 try:
+                    self._post_events(state, result, silent=silent)
                     # While the cell still counts as running: its fd-level output is then
                     # known to be its own (see `Interrupter.sole_job`).
                     self.flush()
@@ -204,10 +230,28 @@ class RequestHandlers:
                     self.interrupter.remove(job)
                     if timer is not None:
                         timer.cancel()
+                    self.user_contexts.leave(job, before)
         error, publish = state.outcome(cancelled=scope.cancelled_caught)
         if publish and error is not None:
             self.outbox.publish("error", error)
         return error
+
+    def _post_events(
+        self, state: ExecuteState, result: ExecutionResult | None, *, silent: bool
+    ) -> None:
+        """Fire `post_execute` and (unless silent) `post_run_cell`, as IPython's `run_cell` does.
+
+        An error in a callback is shown in the cell (IPython prints which callback failed and
+        shows the traceback); the reply still reports the cell's own outcome.
+        """
+        error = state.error
+        events = self.shell.events
+        try:
+            events.trigger("post_execute")
+            if not silent:
+                events.trigger("post_run_cell", result)
+        finally:
+            state.error = error
 
     def _arm_timeout(self, job: Job, state: ExecuteState) -> Pending[None] | None:
         """Interrupt `job` if it runs longer than its metadata `timeout` (or tag `timeout=N`)."""
@@ -364,7 +408,9 @@ class RequestHandlers:
 
     def delete_subshell_request(self, job: Job) -> dict[str, Any]:
         """Delete a subshell."""
-        self.subshells.delete(str(job.content.get("subshell_id", "")))
+        subshell_id = str(job.content.get("subshell_id", ""))
+        self.subshells.delete(subshell_id)
+        self.user_contexts.forget(subshell_id)
         return _ok()
 
     def list_subshell_request(self, job: Job) -> dict[str, Any]:
