@@ -222,10 +222,12 @@ class RequestHandlers:
                 raise
             finally:
                 try:
-                    self._post_events(state, result, silent=silent)
-                    # While the cell still counts as running: its fd-level output is then
-                    # known to be its own (see `Interrupter.sole_job`).
-                    self.flush()
+                    try:
+                        self._post_events(state, result, silent=silent)
+                    finally:
+                        # While the cell still counts as running: its fd-level output is then
+                        # known to be its own (see `Interrupter.sole_job`).
+                        self.flush()
                 finally:
                     self.interrupter.remove(job)
                     if timer is not None:
