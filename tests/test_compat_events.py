@@ -153,6 +153,22 @@ def test_post_run_cell_gets_the_result_of_an_error(events: Driver) -> None:
     assert f"post_run_cell '1 / 0' {count} False None\n" in events.stdout(msg_id)
 
 
+@pytest.mark.parametrize(
+    "wait", ["time.sleep(60)", "await anyio.sleep(60)"], ids=["blocking", "awaiting"]
+)
+def test_an_interrupted_cell_still_fires_the_post_events(events: Driver, wait: str) -> None:
+    source = f"import anyio\nprint('waiting', flush=True)\n{wait}"
+    msg_id = events.execute(source)
+    events.wait_stdout(msg_id, "waiting")
+    control(events, "interrupt_request")
+    reply = events.reply(msg_id)["content"]
+    assert (reply["status"], reply["ename"]) == ("error", "KeyboardInterrupt")
+    count = count_of(events, msg_id)
+    assert events.stdout(msg_id).endswith(
+        f"post_execute\npost_run_cell {source!r} {count} False None\n"
+    )
+
+
 def test_concurrent_cells_each_get_their_own_result(events: Driver) -> None:
     events.run("gate = threading.Event()")
     slow_source = f"##thread\nassert gate.wait({T})\n'slow'"
