@@ -458,3 +458,35 @@ def test_caller_tasks_started_by_a_cell_keep_running(driver: Driver) -> None:
         f"print(_pending.done()); _go.set()\nwith anyio.fail_after({T}):\n    print(await _pending)"
     )
     assert out == "False\nstill running\n"
+
+
+# --- a real client -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel_name", ["async", "async-trio"])
+def test_nbclient_gets_inline_figures_in_the_cells_that_drew_them(kernel_name: str) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    sources = [
+        "import matplotlib.pyplot as plt",
+        "plt.plot([1, 2, 3])",
+        "print('no figure here')",
+        "##thread\nfig, ax = plt.subplots(figsize=(2, 2))\nax.plot([3, 1, 2]);",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    NotebookClient(nb, kernel_name=kernel_name, timeout=60).execute()
+
+    def pngs(cell: Any) -> list[str]:
+        return [
+            o["data"]["text/plain"]
+            for o in cell.outputs
+            if o["output_type"] == "display_data" and "image/png" in o["data"]
+        ]
+
+    assert [pngs(cell) for cell in nb.cells] == [
+        [],
+        ["<Figure size 640x480 with 1 Axes>"],
+        [],
+        ["<Figure size 200x200 with 1 Axes>"],
+    ]
