@@ -86,12 +86,16 @@ def test_send_response_and_buffers(driver: Driver) -> None:
 def test_parent_header_is_the_running_cells_in_each_context(driver: Driver) -> None:
     """A `##thread` cell and a main-shell cell run at once; each sees its own request."""
     driver.run("both = threading.Barrier(2)")
+    # A function's locals: the two cells share the user namespace.
     check = code(
         """
         {first}
-        both.wait(10)
-        p = ip.parent_header
-        print(p["header"]["msg_id"], p["msg_type"], k.get_parent()["msg_id"], ip.get_parent() == p)
+        def report():
+            both.wait(10)
+            p = ip.parent_header
+            same = ip.get_parent() == p
+            print(p["header"]["msg_id"], p["msg_type"], k.get_parent()["msg_id"], same)
+        report()
         """
     )
     thread_cell = driver.execute(check.format(first="##thread"))

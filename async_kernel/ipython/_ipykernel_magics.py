@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core import page
+from IPython.core.display import Javascript
+from IPython.core.display_functions import display
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magics.code import CodeMagics, MacroToEdit
-from IPython.display import Javascript, display
 from IPython.utils import openpy
 
 __all__ = ("CLEAR_SCREEN", "QTCONSOLE_CODE", "IPyKernelMagics")
