@@ -38,12 +38,20 @@ from async_kernel.requests._interrupts import Interrupter
 from async_kernel.requests._runner import JobRunner
 from async_kernel.requests._subshells import SubshellManager
 from async_kernel.wire._connection import read_connection_file, write_connection_file
+from async_kernel.wire._ipykernel import (
+    KernelSession,
+    KernelSocket,
+    job_for,
+    parent_message,
+)
+from async_kernel.wire._job import current_job
 from async_kernel.wire._outbox import Outbox
-from async_kernel.wire._session import Session
 from async_kernel.wire._sockets import SocketHub
 
 if TYPE_CHECKING:
-    from async_kernel.ipython._shell import AsyncInteractiveShell
+    from collections.abc import Mapping, Sequence
+
+    from async_kernel.ipython._compat import ZMQInteractiveShell
     from async_kernel.wire._connection import ConnectionInfo
     from async_kernel.wire._job import Job
 
@@ -72,8 +80,8 @@ class Kernel(KernelSettings):
         )
         key = self.connection.key if self.connection else b""
         scheme = self.connection.signature_scheme if self.connection else "hmac-sha256"
-        self.session = Session(key, signature_scheme=scheme)
-        """Signs and verifies messages."""
+        self.session = KernelSession(key, signature_scheme=scheme)
+        """Signs and verifies messages; `send` and `msg` as jupyter_client's (ipykernel's API)."""
         self.interrupter = Interrupter()
         """Interrupts running cells (SIGINT, `interrupt_request`, timeouts)."""
         self.aborts = Aborts()
@@ -94,7 +102,9 @@ class Kernel(KernelSettings):
         self.hub: SocketHub
         self.outbox: Outbox
         self.stdio: StdIO
-        self.shell: AsyncInteractiveShell
+        self.shell: ZMQInteractiveShell
+        self.iopub_socket: KernelSocket
+        """ipykernel's `kernel.iopub_socket`: give it to `session.send`, from any thread."""
         self.handlers: RequestHandlers
         self.dispatcher: Dispatcher
 
@@ -162,11 +172,12 @@ class Kernel(KernelSettings):
 
     def _wire(self, connection: ConnectionInfo) -> None:
         """Build the message path and install the process-wide patches."""
+        from async_kernel.ipython._compat import ZMQInteractiveShell
         from async_kernel.ipython._magics import KernelMagics
-        from async_kernel.ipython._shell import AsyncInteractiveShell
 
         self.hub = SocketHub(connection, self.session)
         self.outbox = Outbox(self.session, self.hub.send, routing.current_parent)
+        self.iopub_socket = KernelSocket(Channel.iopub, self.outbox)
         self.stdio = StdIO(
             self.outbox.stream,
             flush_interval=self.flush_interval,
@@ -174,7 +185,7 @@ class Kernel(KernelSettings):
             fd_parent=self.interrupter.sole_job,
         )
         self.stdio.start(self.log_level)
-        self.shell = AsyncInteractiveShell.instance(parent=self, kernel=self, outbox=self.outbox)
+        self.shell = ZMQInteractiveShell.instance(parent=self, kernel=self, outbox=self.outbox)
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
         stdin = StdinBroker(self.outbox, self.stdio.flush)
@@ -261,10 +272,55 @@ class Kernel(KernelSettings):
                 log.exception("shutdown step %r failed", step)
         os._exit(self._exit_code)
 
-    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
-        """Return the current request as a message dict (what the Output widget asks for)."""
-        job = routing.current_parent()
-        return job.msg.to_dict() if job is not None else {}
+    # --- ipykernel's API ------------------------------------------------------------------
+
+    def get_parent(self, channel: str | None = None) -> dict[str, Any]:
+        """Return the request that output produced here belongs to, as a message dict.
+
+        `{}` when there is none. `channel` is accepted for ipykernel's signature: the request
+        is the current context's, whichever channel it came on.
+        """
+        return parent_message(routing.current_parent())
+
+    def set_parent(
+        self,
+        ident: bytes | Sequence[bytes] | None,
+        parent: Mapping[str, Any] | Job | None,
+        channel: str = "shell",
+    ) -> None:
+        """Send the output (and `input()`) of the current context to `parent` from now on.
+
+        Args:
+            ident: The ROUTER identities of `parent`'s client (where input requests go).
+            parent: A message dict (`get_parent()`), a header dict or a `Job`.
+            channel: The channel `parent` came on.
+        """
+        current_job.set(job_for(parent, ident=ident, channel=Channel(channel)))
+
+    def send_response(
+        self,
+        stream: Any,
+        msg_or_type: dict[str, Any] | str,
+        content: dict[str, Any] | None = None,
+        ident: bytes | Sequence[bytes] | None = None,
+        buffers: Sequence[Any] | None = None,
+        track: bool = False,
+        header: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        channel: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Send a message whose parent is the current request (`session.send` with `get_parent`)."""
+        return self.session.send(
+            stream,
+            msg_or_type,
+            content,
+            self.get_parent(channel),
+            ident,
+            buffers,
+            track,
+            header,
+            metadata,
+        )
 
 
 def get_kernel() -> Kernel:

@@ -1,7 +1,9 @@
 """Everything the kernel changes in the interpreter, installed in one place and undone at teardown.
 
 A kernel running in this process (the usual case, but also tests and embedding) replaces
-`sys.stdout`/`sys.stderr`, `sys.displayhook`, IPython's builtins, `input`/`getpass`,
+`sys.stdout`/`sys.stderr`, `sys.displayhook`, IPython's builtins, `input`/`getpass`, the
+environment that ipykernel sets and `sys.modules["ipykernel.zmqshell"]` (what libraries look at
+to detect a Jupyter kernel),
 `time.sleep` (interruptible in kernel threads), the SIGINT and SIGTERM handlers,
 `threading.Thread.start` (to remember which cell started a thread), the GIL switch interval,
 the `comm` package's factories, the default matplotlib backend and (once it is loaded)
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import comm
 
+from async_kernel.ipython._compat import NOTEBOOK_ENVIRON, SHELL_MODULE, shell_module
 from async_kernel.output._comm import Comm
 from async_kernel.output._routing import remember_starter
 
@@ -96,6 +99,13 @@ class ProcessPatches:
         self.set(Comm, "outbox", outbox)
         self.set(comm, "create_comm", Comm)
         self.set(comm, "get_comm_manager", lambda: comms)
+        # Libraries know a Jupyter kernel by ipykernel's shell module (tqdm.autonotebook) and
+        # colour their output by its environment; neither needs ipykernel to be installed.
+        if SHELL_MODULE not in sys.modules:
+            sys.modules[SHELL_MODULE] = shell_module()
+            self._undo.append(lambda: sys.modules.pop(SHELL_MODULE, None))
+        for name, value in NOTEBOOK_ENVIRON.items():
+            self.set_environ(name, value)
         previous_term = signal.signal(
             signal.SIGTERM, lambda *_: _thread.start_new_thread(on_terminate, ())
         )
@@ -106,6 +116,15 @@ class ProcessPatches:
             self._undo.append(lambda: os.environ.pop("MPLBACKEND", None))
         # matplotlib-inline's `show` and `flush_figures` become cell-aware once it is loaded.
         self._undo.append(shell.events.figures.restore)
+
+    def set_environ(self, name: str, value: str) -> None:
+        """Set the environment variable `name` to `value`, to be restored by `restore`."""
+        original = os.environ.get(name)
+        os.environ[name] = value
+        if original is None:
+            self._undo.append(lambda: os.environ.pop(name, None))
+        else:
+            self._undo.append(lambda: os.environ.__setitem__(name, original))
 
     def remember_thread_starters(self) -> None:
         """Make `threading.Thread.start` record the starting code's cell on the thread.

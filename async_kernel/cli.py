@@ -8,6 +8,9 @@ async-kernel list
 async-kernel start -f CONNECTION_FILE [--Class.trait=value ...]
 ```
 
+`start` ignores positional arguments (with a warning on stderr), as ipykernel does: Jupyter
+passes some frontends' arguments on to the kernel (`jupyter run script.py`).
+
 `python -m async_kernel` is the same command. Exit codes: 0 on success, 1 when the work fails
 (a missing spec, an unwritable directory, a broken config or connection file), 2 for bad usage.
 """
@@ -210,6 +213,10 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _positional(arg: str) -> bool:
+    return arg == "-" or not arg.startswith("-")
+
+
 def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     args, extras = parser.parse_known_args(argv)
     command: str | None = args.command
@@ -223,6 +230,11 @@ def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     parser = args.subparser  # so that usage errors show the command's own usage
     settings = [arg for arg in extras if _SETTING_RE.fullmatch(arg)]
     unknown = [arg for arg in extras if arg not in settings]
+    if command == "start" and unknown and all(_positional(arg) for arg in unknown):
+        # Jupyter passes a frontend's own arguments on to the kernel (`jupyter run script.py`
+        # starts it with `script.py`); like ipykernel, the kernel starts anyway.
+        print(f"async-kernel start: ignoring arguments: {' '.join(unknown)}", file=sys.stderr)
+        unknown = []
     if unknown or (settings and command not in _WITH_SETTINGS):
         parser.error(
             f"unrecognized arguments for {command!r}: {' '.join(unknown or settings)}"

@@ -162,6 +162,7 @@ def test_install_defaults_to_user_dir(home: Path, capsys: pytest.CaptureFixture[
         (["list", "extra"], "unrecognized arguments for 'list': extra"),
         (["start"], "required: -f/--connection-file"),
         (["start", "-f", "c.json", "--Kernel.answer", "1"], "--Class.trait=value"),
+        (["start", "-f", "c.json", "script.py", "--bogus"], "arguments for 'start': script.py"),
     ],
 )
 def test_bad_usage_exits_2(
@@ -215,6 +216,17 @@ def test_start_runs_the_kernel(
     (kernel,) = fake_kernel.instances
     assert kernel.connection_file == "/tmp/kernel-1.json"
     assert kernel.backend == "asyncio"
+
+
+def test_start_ignores_positional_arguments(
+    env_prefix: Path, fake_kernel: type[FakeKernel], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`jupyter run script.py` starts the kernel with the script's name, as for ipykernel."""
+    code, _, err = run(["start", "-f", "c.json", "script.py", "--Kernel.answer=7", "x"], capsys)
+    assert code == 0, err
+    assert err == "async-kernel start: ignoring arguments: script.py x\n"
+    (kernel,) = fake_kernel.instances
+    assert kernel.answer == 7
 
 
 def test_start_applies_settings(

@@ -19,6 +19,7 @@ import pytest
 
 from async_kernel._enums import Channel
 from async_kernel._patches import ProcessPatches
+from async_kernel.ipython._compat import NOTEBOOK_ENVIRON, SHELL_MODULE
 from async_kernel.ipython._shell import AsyncInteractiveShell
 from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
@@ -50,6 +51,8 @@ def snapshot() -> dict[str, Any]:
         "SIGINT": signal.getsignal(signal.SIGINT),
         "SIGTERM": signal.getsignal(signal.SIGTERM),
         "MPLBACKEND": os.environ.get("MPLBACKEND"),
+        "environ": {k: os.environ.get(k) for k in NOTEBOOK_ENVIRON},
+        SHELL_MODULE: sys.modules.get(SHELL_MODULE),
         "builtins": {k: builtins.__dict__.get(k) for k in ("exit", "quit", "get_ipython")},
     }
 
@@ -104,8 +107,12 @@ def test_restore_puts_everything_back() -> None:
     assert not patches.installed
     assert snapshot() == before
     unchanged = {k for k in before if before[k] == during[k]}
-    # Everything is changed while installed (MPLBACKEND only where it was not set).
-    assert unchanged <= {"MPLBACKEND"}
+    # Everything is changed while installed (MPLBACKEND only where it was not set, the shell
+    # module only where ipykernel's own was not loaded).
+    assert unchanged <= {"MPLBACKEND", SHELL_MODULE}
+    assert during["environ"] == NOTEBOOK_ENVIRON
+    if before[SHELL_MODULE] is None:
+        assert during[SHELL_MODULE].ZMQInteractiveShell.__name__ == "ZMQInteractiveShell"
 
 
 def in_thread(fn: Callable[[], object]) -> BaseException | None:

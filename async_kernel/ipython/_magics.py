@@ -61,7 +61,14 @@ class CallersTable:
     def _console(self) -> Console:
         from rich.console import Console
 
-        console = Console(record=True, file=io.StringIO(), width=100, color_system="truecolor")
+        # Not `force_jupyter`: in a kernel rich would display the table instead of recording it.
+        console = Console(
+            record=True,
+            file=io.StringIO(),
+            width=100,
+            color_system="truecolor",
+            force_jupyter=False,
+        )
         console.print(self.table())
         return console
 

@@ -54,7 +54,9 @@ class StdinBroker:
         """
         job = current_parent()
         if job is None or not job.content.get("allow_stdin", False):
-            msg = "input() is not available: the client of this request does not allow stdin"
+            # ipykernel's words: clients (nbclient's tests among them) compare them.
+            caller = "getpass" if password else "raw_input"
+            msg = f"{caller} was called, but this frontend does not support input requests."
             raise StdinNotImplementedError(msg)
         waiter = _Waiter()
         self._flush()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from async_kernel._enums import Channel
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from async_kernel.wire._job import Job
     from async_kernel.wire._session import Session
@@ -108,6 +108,29 @@ class Outbox:
             header_extra=extra,
         )
         self._send(Channel.stdin, frames)
+
+    def send_message(
+        self,
+        channel: Channel,
+        msg: Mapping[str, Any],
+        *,
+        idents: list[bytes] | None = None,
+        buffers: list[bytes] | None = None,
+    ) -> None:
+        """Sign, frame and queue a message built elsewhere, given as jupyter_client's dict.
+
+        `msg` holds `header`, `parent_header`, `metadata` and `content` (what ipykernel's
+        `kernel.session.send` builds). On iopub, a message without identities gets the
+        kernel's topic for its type.
+        """
+        parts = {k: msg.get(k) or {} for k in ("header", "parent_header", "metadata", "content")}
+        if not idents and channel is Channel.iopub:
+            idents = [self._topic + str(parts["header"].get("msg_type", "")).encode()]
+        self._send(channel, [*self.session.encode(parts, idents), *(buffers or ())])
+
+    def send_frames(self, channel: Channel, frames: list[bytes]) -> None:
+        """Queue frames that are already signed and framed (ipykernel's raw socket API)."""
+        self._send(channel, frames)
 
 
 def _subshell_of(job: Job | None) -> dict[str, Any] | None:
