@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 
 from IPython.core.interactiveshell import InteractiveShell
 
+from async_kernel.requests._deferral import MainThreadDeferral, wait_out_of_output
+from async_kernel.wire._job import current_job
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import FrameType
@@ -99,6 +102,7 @@ class Interrupter:
         # the targets. They add up, so a timeout and a user's interrupt close together do not
         # overwrite each other; appends and pops of a deque are atomic.
         self._requests: collections.deque[frozenset[Job] | None] = collections.deque()
+        self._deferral = MainThreadDeferral()
 
     # --- registry -------------------------------------------------------------------------
 
@@ -119,6 +123,8 @@ class Interrupter:
             self._snapshot = tuple(self._running.values())
             if running is not None and running.async_exc_sent:
                 _set_async_exc(running.thread_id, None)
+        if threading.current_thread() is threading.main_thread():
+            self._deferral.cancel(job)  # an interrupt still waiting for the cell's next line
 
     def running(self) -> tuple[Running, ...]:
         """Return the requests that run now."""
@@ -169,37 +175,48 @@ class Interrupter:
         if not targets:
             targets = None
         main_in_code = _runs_user_code(frame)
+        current = current_job.get()
         raise_here = False
         elsewhere: list[Running] = []
+        awaiting: list[Running] = []
         for running in self._snapshot:
             if targets is not None and running.job not in targets:
                 continue
             # Marked now, not when the offloaded call runs: a cell whose blocking call ends
             # because of this very signal (its child process died of it) may finish first.
             _mark(running.job)
-            if running.thread_id == threading.get_ident() and main_in_code:
-                raise_here = True
-            else:
+            if running.thread_id != threading.get_ident() or not main_in_code:
                 elsewhere.append(running)
-        if elsewhere:
+            elif current is None or running.job is current:
+                raise_here = True
+            else:  # a cell of this thread's loop that awaits while another one runs here
+                awaiting.append(running)
+        if elsewhere or awaiting:
             # From a new thread: cancelling wakes this thread's loop, which a signal handler
             # running inside the loop's own select() could not do, and starting a raw thread
             # takes none of the locks the interrupted code may hold.
-            _thread.start_new_thread(self._interrupt_all, (elsewhere,))
-        if raise_here:
+            _thread.start_new_thread(self._interrupt_all, (elsewhere, awaiting))
+        # Inside the kernel's output code (a `print`), the interrupt waits for the next line.
+        if raise_here and not self._deferral.defer(frame, _RUN_CODE, current):
             raise KeyboardInterrupt
 
-    def _interrupt_all(self, elsewhere: list[Running]) -> None:
+    def _interrupt_all(self, elsewhere: list[Running], awaiting: list[Running]) -> None:
         for running in elsewhere:
             try:
                 self.interrupt_elsewhere(running)
             except Exception:
                 log.exception("could not interrupt %r", running.job)
+        for running in awaiting:
+            self._cancel(running)
 
     def interrupt_elsewhere(self, running: Running) -> None:
         """Stop a request that is awaiting, or blocking in a thread other than this one."""
         _mark(running.job)
         tid = running.thread_id
+        if tid != threading.get_ident():
+            # An asynchronous exception raised inside the kernel's output code would leave
+            # it half done (see `_deferral`).
+            wait_out_of_output(tid, _RUN_CODE)
         # Under the lock, so the request cannot finish in between: once it has, its thread may
         # run the next cell, which must not get this interrupt.
         with self._lock:
@@ -212,6 +229,10 @@ class Interrupter:
                     running.async_exc_sent = True
                     _set_async_exc(tid, KeyboardInterrupt)
                 return
+        self._cancel(running)
+
+    def _cancel(self, running: Running) -> None:
+        """Cancel `running` at its next await."""
         try:
             running.caller.call_direct(running.scope.cancel)
         except Exception:
