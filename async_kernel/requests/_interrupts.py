@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from IPython.core.interactiveshell import InteractiveShell
 
-from async_kernel.requests._deferral import MainThreadDeferral, wait_out_of_output
+from async_kernel.requests._deferral import in_output_code, wait_out_of_output
 from async_kernel.wire._job import current_job
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ _RUN_CODE = InteractiveShell.run_code.__code__
 _original_sleep = time.sleep
 _SLEEP_SLICE = 0.05
 """Seconds the main thread sleeps at a time, so that an interrupt is handled promptly."""
+_DEFER_AT_MOST = 3
+"""Times an interrupt of the main thread waits for the cell to leave the kernel's output code."""
 
 
 @dataclass(slots=True)
@@ -61,6 +63,8 @@ class Running:
     """Set to end an interruptible `time.sleep` in its thread."""
     async_exc_sent: bool = False
     """A `KeyboardInterrupt` was sent to its thread as an asynchronous exception."""
+    deferred: int = 0
+    """Times its interrupt found it inside the kernel's output code and was sent again later."""
 
 
 def _mark(job: Job) -> None:
@@ -102,7 +106,6 @@ class Interrupter:
         # the targets. They add up, so a timeout and a user's interrupt close together do not
         # overwrite each other; appends and pops of a deque are atomic.
         self._requests: collections.deque[frozenset[Job] | None] = collections.deque()
-        self._deferral = MainThreadDeferral()
 
     # --- registry -------------------------------------------------------------------------
 
@@ -123,8 +126,6 @@ class Interrupter:
             self._snapshot = tuple(self._running.values())
             if running is not None and running.async_exc_sent:
                 _set_async_exc(running.thread_id, None)
-        if threading.current_thread() is threading.main_thread():
-            self._deferral.cancel(job)  # an interrupt still waiting for the cell's next line
 
     def running(self) -> tuple[Running, ...]:
         """Return the requests that run now."""
@@ -176,7 +177,7 @@ class Interrupter:
             targets = None
         main_in_code = _runs_user_code(frame)
         current = current_job.get()
-        raise_here = False
+        here: Running | None = None
         elsewhere: list[Running] = []
         awaiting: list[Running] = []
         for running in self._snapshot:
@@ -188,7 +189,7 @@ class Interrupter:
             if running.thread_id != threading.get_ident() or not main_in_code:
                 elsewhere.append(running)
             elif current is None or running.job is current:
-                raise_here = True
+                here = here or running
             else:  # a cell of this thread's loop that awaits while another one runs here
                 awaiting.append(running)
         if elsewhere or awaiting:
@@ -196,9 +197,22 @@ class Interrupter:
             # running inside the loop's own select() could not do, and starting a raw thread
             # takes none of the locks the interrupted code may hold.
             _thread.start_new_thread(self._interrupt_all, (elsewhere, awaiting))
-        # Inside the kernel's output code (a `print`), the interrupt waits for the next line.
-        if raise_here and not self._deferral.defer(frame, _RUN_CODE, current):
-            raise KeyboardInterrupt
+        if here is None:
+            return
+        if here.deferred < _DEFER_AT_MOST and in_output_code(frame, _RUN_CODE):
+            # Inside the kernel's output code (a `print`): sent again once the cell is out.
+            here.deferred += 1
+            _thread.start_new_thread(self._send_again, (here,))
+            return
+        raise KeyboardInterrupt
+
+    def _send_again(self, running: Running) -> None:
+        """Interrupt `running` (in the main thread) again once it is out of the output code."""
+        wait_out_of_output(running.thread_id, _RUN_CODE)
+        with self._lock:
+            if self._running.get(running.job) is not running:
+                return
+        self.request([running.job])
 
     def _interrupt_all(self, elsewhere: list[Running], awaiting: list[Running]) -> None:
         for running in elsewhere:
@@ -214,8 +228,7 @@ class Interrupter:
         _mark(running.job)
         tid = running.thread_id
         if tid != threading.get_ident():
-            # An asynchronous exception raised inside the kernel's output code would leave
-            # it half done (see `_deferral`).
+            # Not inside the kernel's output code, which it would leave half done.
             wait_out_of_output(tid, _RUN_CODE)
         # Under the lock, so the request cannot finish in between: once it has, its thread may
         # run the next cell, which must not get this interrupt.
