@@ -14,10 +14,12 @@ back as it was.
 from __future__ import annotations
 
 import _thread
+import asyncio
 import builtins
 import getpass
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -79,6 +81,7 @@ class ProcessPatches:
         """
         previous = signal.signal(signal.SIGINT, interrupter.on_sigint)
         self._undo.append(lambda: signal.signal(signal.SIGINT, previous))
+        self.wake_loop_on_signals()
         self.set(time, "sleep", interrupter.sleep)
         self.set(builtins, "input", stdin.input)
         self.set(getpass, "getpass", stdin.getpass)
@@ -126,6 +129,46 @@ class ProcessPatches:
         else:
             self._undo.append(lambda: os.environ.__setitem__(name, original))
 
+    def wake_loop_on_signals(self) -> None:
+        """Make a signal wake the main thread's asyncio loop, whichever thread receives it.
+
+        Python runs signal handlers in the main thread, at its next bytecode. A process-wide
+        SIGINT (the kernel manager's interrupt) may be received by another thread while the
+        main loop sleeps in `select()`, which nothing then wakes: the handler would wait for
+        the next event on the loop. A wakeup fd that the loop watches wakes it. trio sets up
+        its own; so does asyncio, but only for `loop.add_signal_handler`.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in asyncio (trio wakes itself)
+            return
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        installed = False
+        try:
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+            installed = True
+            if previous == -1:
+                loop.add_reader(reader.fileno(), _drain, reader)
+        except (ValueError, NotImplementedError):  # not the main thread; a loop without readers
+            previous = None
+        if previous != -1:  # something wakes the loop already, or nothing can
+            if installed:
+                signal.set_wakeup_fd(-1 if previous is None else previous)
+            reader.close()
+            writer.close()
+            return
+
+        def undo() -> None:
+            signal.set_wakeup_fd(-1)
+            if not loop.is_closed():
+                loop.remove_reader(reader.fileno())
+            reader.close()
+            writer.close()
+
+        self._undo.append(undo)
+
     def remember_thread_starters(self) -> None:
         """Make `threading.Thread.start` record the starting code's cell on the thread.
 
@@ -137,6 +180,15 @@ class ProcessPatches:
         """Undo every change, the last one first."""
         while self._undo:
             self._undo.pop()()
+
+
+def _drain(reader: socket.socket) -> None:
+    """Read the signal numbers the wakeup fd wrote: they only had to wake the loop."""
+    try:
+        while reader.recv(4096):
+            pass
+    except OSError:  # drained (BlockingIOError) or closed
+        pass
 
 
 def _remembering_start(original: Callable[[threading.Thread], None]) -> Callable[..., None]:

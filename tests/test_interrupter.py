@@ -35,8 +35,8 @@ class Recorder(Interrupter):
         self.handed: list[Job] = []
         self.done = threading.Event()
 
-    def _interrupt_all(self, elsewhere: list[Running]) -> None:
-        self.handed += [r.job for r in elsewhere]
+    def _interrupt_all(self, elsewhere: list[Running], awaiting: list[Running]) -> None:
+        self.handed += [r.job for r in (*elsewhere, *awaiting)]
         self.done.set()
 
 

@@ -23,6 +23,7 @@ from traitlets import Instance, Type
 
 from async_kernel.ipython._cellnames import CellCompiler
 from async_kernel.ipython._inline import KernelEventManager
+from async_kernel.ipython._tracebacks import interrupt_from_cancellation, without_kernel_frames
 from async_kernel.wire._job import ExecuteState, current_job, error_content
 
 __all__ = (
@@ -40,14 +41,6 @@ def _execute_state() -> ExecuteState | None:
     """The state of the execute request that runs in the current context, if one does."""
     job = current_job.get()
     return job.execute if job is not None else None
-
-
-def _as_interrupt(error: BaseException) -> dict[str, Any] | None:
-    """The interrupt's error content if the running cell reports `error` as its interrupt."""
-    state = _execute_state()
-    if state is not None and state.shows_as_interrupt(type(error).__name__):
-        return state.interrupt_error()
-    return None
 
 
 def _flush_streams() -> None:
@@ -295,15 +288,24 @@ class AsyncInteractiveShell(InteractiveShell):
         exception_only: bool = False,
         running_compiled_code: bool = False,
     ) -> None:
-        """Show the error that just occurred; one reported as the cell's interrupt, unformatted.
+        """Show the error that just occurred; an interrupt with the user's frames only.
 
-        The traceback of a cancellation runs through the event loop's large modules, which
-        IPython takes most of a second to format, and the interrupt replaces it anyway.
+        A cancellation caused by an interrupt shows as `KeyboardInterrupt`, and neither shows
+        the frames of the kernel or the event loop where the interrupt landed (see
+        `_tracebacks`). Any error of a cell whose timeout expired shows as the timeout.
         """
-        etype, evalue, _ = exc_tuple if exc_tuple is not None else sys.exc_info()
-        if etype is not None and evalue is not None and _as_interrupt(evalue) is not None:
-            self._showtraceback(etype, evalue, [])
-            return
+        etype, evalue, tb = exc_tuple if exc_tuple is not None else sys.exc_info()
+        if etype is not None and evalue is not None:
+            state = _execute_state()
+            if state is not None and state.shows_as_interrupt(type(evalue).__name__):
+                if state.timeout is not None:
+                    self._showtraceback(etype, evalue, [])  # replaced by the timeout's error
+                    return
+                evalue, tb = interrupt_from_cancellation(tb)
+                etype = KeyboardInterrupt
+            elif isinstance(evalue, KeyboardInterrupt):
+                tb = without_kernel_frames(tb)
+            exc_tuple = (etype, evalue, tb)
         super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
 
     def _format_exception_for_storage(
@@ -312,9 +314,10 @@ class AsyncInteractiveShell(InteractiveShell):
         filename: str | None = None,
         running_compiled_code: bool = False,
     ) -> dict[str, Any]:
-        """Format an error for the history; one reported as the cell's interrupt, as that."""
-        if (content := _as_interrupt(exception)) is not None:
-            return content
+        """Format an error for the history; an interrupt as it was shown."""
+        state = _execute_state()
+        if state is not None and state.error is not None and state.interrupted:
+            return dict(state.error)
         return super()._format_exception_for_storage(exception, filename, running_compiled_code)
 
     def _showtraceback(

@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 
 from IPython.core.interactiveshell import InteractiveShell
 
+from async_kernel.requests._deferral import in_output_code, wait_out_of_output
+from async_kernel.wire._job import current_job
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import FrameType
@@ -40,6 +43,8 @@ _RUN_CODE = InteractiveShell.run_code.__code__
 _original_sleep = time.sleep
 _SLEEP_SLICE = 0.05
 """Seconds the main thread sleeps at a time, so that an interrupt is handled promptly."""
+_DEFER_AT_MOST = 3
+"""Times an interrupt of the main thread waits for the cell to leave the kernel's output code."""
 
 
 @dataclass(slots=True)
@@ -58,6 +63,8 @@ class Running:
     """Set to end an interruptible `time.sleep` in its thread."""
     async_exc_sent: bool = False
     """A `KeyboardInterrupt` was sent to its thread as an asynchronous exception."""
+    deferred: int = 0
+    """Times its interrupt found it inside the kernel's output code and was sent again later."""
 
 
 def _mark(job: Job) -> None:
@@ -169,37 +176,60 @@ class Interrupter:
         if not targets:
             targets = None
         main_in_code = _runs_user_code(frame)
-        raise_here = False
+        current = current_job.get()
+        here: Running | None = None
         elsewhere: list[Running] = []
+        awaiting: list[Running] = []
         for running in self._snapshot:
             if targets is not None and running.job not in targets:
                 continue
             # Marked now, not when the offloaded call runs: a cell whose blocking call ends
             # because of this very signal (its child process died of it) may finish first.
             _mark(running.job)
-            if running.thread_id == threading.get_ident() and main_in_code:
-                raise_here = True
-            else:
+            if running.thread_id != threading.get_ident() or not main_in_code:
                 elsewhere.append(running)
-        if elsewhere:
+            elif current is None or running.job is current:
+                here = here or running
+            else:  # a cell of this thread's loop that awaits while another one runs here
+                awaiting.append(running)
+        if elsewhere or awaiting:
             # From a new thread: cancelling wakes this thread's loop, which a signal handler
             # running inside the loop's own select() could not do, and starting a raw thread
             # takes none of the locks the interrupted code may hold.
-            _thread.start_new_thread(self._interrupt_all, (elsewhere,))
-        if raise_here:
-            raise KeyboardInterrupt
+            _thread.start_new_thread(self._interrupt_all, (elsewhere, awaiting))
+        if here is None:
+            return
+        if here.deferred < _DEFER_AT_MOST and in_output_code(frame, _RUN_CODE):
+            # Inside the kernel's output code (a `print`): sent again once the cell is out.
+            here.deferred += 1
+            _thread.start_new_thread(self._send_again, (here,))
+            return
+        raise KeyboardInterrupt
 
-    def _interrupt_all(self, elsewhere: list[Running]) -> None:
+    def _send_again(self, running: Running) -> None:
+        """Interrupt `running` (in the main thread) again once it is out of the output code."""
+        wait_out_of_output(running.thread_id, _RUN_CODE)
+        with self._lock:
+            if self._running.get(running.job) is not running:
+                return
+        self.request([running.job])
+
+    def _interrupt_all(self, elsewhere: list[Running], awaiting: list[Running]) -> None:
         for running in elsewhere:
             try:
                 self.interrupt_elsewhere(running)
             except Exception:
                 log.exception("could not interrupt %r", running.job)
+        for running in awaiting:
+            self._cancel(running)
 
     def interrupt_elsewhere(self, running: Running) -> None:
         """Stop a request that is awaiting, or blocking in a thread other than this one."""
         _mark(running.job)
         tid = running.thread_id
+        if tid != threading.get_ident():
+            # Not inside the kernel's output code, which it would leave half done.
+            wait_out_of_output(tid, _RUN_CODE)
         # Under the lock, so the request cannot finish in between: once it has, its thread may
         # run the next cell, which must not get this interrupt.
         with self._lock:
@@ -212,6 +242,10 @@ class Interrupter:
                     running.async_exc_sent = True
                     _set_async_exc(tid, KeyboardInterrupt)
                 return
+        self._cancel(running)
+
+    def _cancel(self, running: Running) -> None:
+        """Cancel `running` at its next await."""
         try:
             running.caller.call_direct(running.scope.cancel)
         except Exception:
