@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 
 __all__ = ("ReplayGuard",)
 
@@ -27,7 +28,7 @@ class ReplayGuard:
         ValueError: `window` is below 1.
     """
 
-    __slots__ = ("_buckets", "_mask", "_order", "window")
+    __slots__ = ("_buckets", "_lock", "_mask", "_order", "window")
 
     def __init__(self, window: int) -> None:
         if window < 1:
@@ -39,6 +40,7 @@ class ReplayGuard:
         self._mask = count - 1
         self._buckets: list[list[bytes]] = [[] for _ in range(count)]
         self._order: collections.deque[bytes] = collections.deque()
+        self._lock = threading.Lock()  # each I/O thread verifies the messages of its sockets
 
     def __len__(self) -> int:
         return len(self._order)
@@ -49,22 +51,24 @@ class ReplayGuard:
     def add(self, signature: bytes) -> bool:
         """Remember `signature`; return False if it is remembered already (a replay)."""
         bucket = self._buckets[hash(signature) & self._mask]
-        if signature in bucket:
-            return False
-        bucket.append(signature)
-        order = self._order
-        order.append(signature)
-        if len(order) > self.window:
-            oldest = order.popleft()
-            # A bucket holds its signatures in arrival order: the oldest overall is its first.
-            del self._buckets[hash(oldest) & self._mask][0]
+        with self._lock:
+            if signature in bucket:
+                return False
+            bucket.append(signature)
+            order = self._order
+            order.append(signature)
+            if len(order) > self.window:
+                oldest = order.popleft()
+                # A bucket holds its signatures in arrival order: the oldest overall is first.
+                del self._buckets[hash(oldest) & self._mask][0]
         return True
 
     def statistics(self) -> dict[str, int]:
         """Return the window, how many signatures are held, the buckets and the fullest one."""
-        return {
-            "window": self.window,
-            "held": len(self._order),
-            "buckets": len(self._buckets),
-            "largest_bucket": max(map(len, self._buckets)),
-        }
+        with self._lock:
+            return {
+                "window": self.window,
+                "held": len(self._order),
+                "buckets": len(self._buckets),
+                "largest_bucket": max(map(len, self._buckets)),
+            }
