@@ -218,7 +218,7 @@ class Dispatcher:
         self._refusals = refusals or RateLimitedLog(log)
 
     def receive(self, channel: Channel, msg: Message) -> None:
-        """Take a verified message from the socket thread: make its job and submit it.
+        """Take a verified message from a socket thread: make its job and submit it.
 
         A request that cannot run (an unknown type or subshell, a malformed message) becomes a
         rejected job, which still gets `busy`, an error reply (if it is a request) and `idle`.

@@ -10,7 +10,6 @@ kernel can answer it with an error instead of leaving the client waiting.
 
 from __future__ import annotations
 
-import collections
 import datetime
 import hashlib
 import hmac
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from async_kernel.wire._json import decode_object, dumps, json_kind
+from async_kernel.wire._replay import ReplayGuard
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -167,9 +167,8 @@ class Session:
         self.username = username
         self.session_id = uuid.uuid4().hex
         self._hmac = hmac.new(key, digestmod=digest) if key else None
-        self._seen: set[bytes] = set()
-        self._seen_order: collections.deque[bytes] = collections.deque()
-        self._replay_window = replay_window
+        self.replay_guard = ReplayGuard(replay_window)
+        """The signatures seen recently: a message with one of them is a replay."""
         self._counter = itertools.count(1)
         self._id_prefix = f"{self.session_id[:8]}_{os.getpid()}_"
 
@@ -263,7 +262,9 @@ class Session:
                 raise MessageError("unsigned message", kind="unsigned")
             if not hmac.compare_digest(signature, self.sign([header, parent, metadata, content])):
                 raise MessageError("invalid signature", kind="signature")
-            self._remember(signature)
+            if not self.replay_guard.add(signature):
+                msg = "replayed message: this signature was seen before"
+                raise MessageError(msg, kind="replay")
         header_obj, problem = decode_object(header, "header")
         if problem is None and not isinstance(header_obj.get("msg_type"), str):
             problem = "the header has no msg_type string"
@@ -292,15 +293,6 @@ class Session:
             raw_header=header,
             problem="; ".join(problems) if problems else None,
         )
-
-    def _remember(self, signature: bytes) -> None:
-        if signature in self._seen:
-            msg = "replayed message: this signature was seen before"
-            raise MessageError(msg, kind="replay")
-        self._seen.add(signature)
-        self._seen_order.append(signature)
-        if len(self._seen_order) > self._replay_window:
-            self._seen.discard(self._seen_order.popleft())
 
     # --- helpers for clients and tests -----------------------------------------------------
 

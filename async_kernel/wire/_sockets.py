@@ -1,8 +1,10 @@
 """The zmq sockets and the threads that own them.
 
-One I/O thread owns the shell, control and stdin ROUTERs and the iopub XPUB: it receives,
-verifies and decodes requests and hands them on, and it sends the frames that any thread queues
-with `SocketHub.send`. No other thread touches these sockets. The heartbeat echo runs in
+Two I/O threads own the sockets: `async_kernel_io` the shell and stdin ROUTERs and the iopub
+XPUB, `async_kernel_control_io` the control ROUTER alone, so that a flood of shell requests and
+iopub output never delays a control request or its reply. Each receives, verifies and decodes
+the requests of its sockets and hands them on, and sends the frames that any thread queues for
+them with `SocketHub.send`. No other thread touches these sockets. The heartbeat echo runs in
 libzmq on a thread of its own, so a busy interpreter never looks dead.
 """
 
@@ -13,6 +15,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import zmq
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
     from async_kernel.wire._connection import ConnectionInfo
     from async_kernel.wire._session import Message, Session
 
-__all__ = ("SocketHub",)
+__all__ = ("IOThread", "SocketHub")
 
 log = logging.getLogger("async_kernel")
 
@@ -37,12 +40,12 @@ _SEND_BURST = 256  # messages sent before the sockets are polled for requests ag
 
 
 class SocketHub:
-    """Owns the kernel's sockets on one I/O thread; thread-safe `send` for everyone else.
+    """Owns the kernel's sockets on two I/O threads; thread-safe `send` for everyone else.
 
     Args:
         connection: Where to bind; ports that are 0 are chosen here and written back.
         session: Verifies incoming and signs outgoing messages.
-        on_message: Called on the I/O thread with each verified message of shell, control and
+        on_message: Called on an I/O thread with each verified message of shell, control and
             stdin (also a malformed one: see `Message.problem`). It must not block; it hands
             the message on. It can be set until `start`.
     """
@@ -57,20 +60,19 @@ class SocketHub:
         self.session = session
         self.on_message = on_message
         self.context = zmq.Context()
-        self._outbox: collections.deque[tuple[Channel, list[bytes]]] = collections.deque()
-        # Control replies go first: they never wait behind shell replies or iopub output.
-        self._urgent: collections.deque[list[bytes]] = collections.deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._wake_pending = False
-        self._stopping = False
-        self._ready = threading.Event()
-        self._stopped = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="async_kernel_io", daemon=True)
-        self._hb_thread: threading.Thread | None = None
         self.drops = RateLimitedLog(log)
         """The log of dropped messages: the first of each kind, then counts (rate-limited)."""
+        self.io = IOThread("async_kernel_io", self)
+        """The thread of the shell, stdin and iopub sockets."""
+        self.control_io = IOThread("async_kernel_control_io", self)
+        """The thread of the control socket, which nothing else delays."""
+        self._threads = {
+            Channel.shell: self.io,
+            Channel.stdin: self.io,
+            Channel.iopub: self.io,
+            Channel.control: self.control_io,
+        }
+        self._hb_thread: threading.Thread | None = None
 
     # --- public, any thread ----------------------------------------------------------------
 
@@ -78,45 +80,39 @@ class SocketHub:
         """Bind every socket and start the threads; return when they are listening.
 
         Raises:
-            RuntimeError: Binding failed (the cause is chained).
+            RuntimeError: Binding failed (the cause is chained), or a thread did not start.
         """
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            msg = "the I/O thread did not start in time"
-            raise RuntimeError(msg)
-        if self._error is not None:
-            msg = f"could not bind the kernel's sockets: {self._error}"
-            raise RuntimeError(msg) from self._error
+        assert self.on_message is not None, "SocketHub.on_message must be set before start()"
+        try:
+            socks = self._open()
+        except (zmq.ZMQError, OSError) as e:
+            msg = f"could not bind the kernel's sockets: {e}"
+            raise RuntimeError(msg) from e
+        for thread in (self.control_io, self.io):
+            thread.start({c: s for c, s in socks.items() if self._threads[c] is thread})
+        for thread in (self.control_io, self.io):
+            if not thread.ready.wait(timeout):
+                msg = f"the I/O thread {thread.name} did not start in time"
+                raise RuntimeError(msg)
 
     def send(self, channel: Channel, frames: list[bytes]) -> None:
-        """Queue `frames` to be sent on `channel`'s socket; callable from any thread.
-
-        Control messages overtake everything queued on the other channels.
-        """
-        if channel is Channel.control:
-            self._urgent.append(frames)
-        else:
-            self._outbox.append((channel, frames))
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                os.write(self._wake_w, b"\0")
-            except OSError:  # the pipe is full: the I/O thread is awake anyway
-                pass
+        """Queue `frames` to be sent on `channel`'s socket; callable from any thread."""
+        self._threads[channel].send(channel, frames)
 
     def stop(self, timeout: float = 5) -> None:
-        """Send what is queued, then close the sockets and end the I/O thread."""
-        self._stopping = True
-        self.send(Channel.iopub, [])  # a wake-up; empty frames are never sent
-        if threading.current_thread() is not self._thread:
-            self._stopped.wait(timeout)
+        """Send what is queued, then close the sockets and end the I/O threads."""
+        for thread in (self.control_io, self.io):
+            thread.stop()
+        deadline = time.monotonic() + timeout
+        for thread in (self.control_io, self.io):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def ports(self) -> dict[Channel, int]:
         """The bound port of each socket."""
         return dict(self.connection.ports)
 
-    # --- the I/O thread --------------------------------------------------------------------
+    # --- binding (the thread that calls `start`) -------------------------------------------
 
     def _bind(self, sock: zmq.Socket[bytes], channel: Channel) -> None:
         conn = self.connection
@@ -135,22 +131,27 @@ class SocketHub:
         conn.ports[channel] = port
 
     def _open(self) -> dict[Channel, zmq.Socket[bytes]]:
+        """Bind every socket; start the heartbeat. The I/O threads take the others over."""
         socks: dict[Channel, zmq.Socket[bytes]] = {}
-        for channel in _ROUTERS:
-            sock = self.context.socket(zmq.ROUTER)
-            sock.setsockopt(zmq.LINGER, 1000)
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            self._bind(sock, channel)
-            socks[channel] = sock
-        iopub = self.context.socket(zmq.XPUB)
-        iopub.setsockopt(zmq.LINGER, 1000)
-        iopub.setsockopt(zmq.SNDHWM, 0)  # status and output are never dropped
-        iopub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription gets its welcome
-        self._bind(iopub, Channel.iopub)
-        socks[Channel.iopub] = iopub
-        hb = self.context.socket(zmq.ROUTER)
-        hb.setsockopt(zmq.LINGER, 0)
-        self._bind(hb, Channel.heartbeat)
+        try:
+            for channel in _ROUTERS:
+                sock = socks[channel] = self.context.socket(zmq.ROUTER)
+                sock.setsockopt(zmq.LINGER, 1000)
+                sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+                self._bind(sock, channel)
+            iopub = socks[Channel.iopub] = self.context.socket(zmq.XPUB)
+            iopub.setsockopt(zmq.LINGER, 1000)
+            iopub.setsockopt(zmq.SNDHWM, 0)  # status and output are never dropped
+            iopub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription gets its welcome
+            self._bind(iopub, Channel.iopub)
+            hb = socks[Channel.heartbeat] = self.context.socket(zmq.ROUTER)
+            hb.setsockopt(zmq.LINGER, 0)
+            self._bind(hb, Channel.heartbeat)
+        except BaseException:
+            for sock in socks.values():
+                sock.close(linger=0)
+            raise
+        del socks[Channel.heartbeat]
         self._hb_thread = threading.Thread(
             target=self._heartbeat, args=(hb,), name="async_kernel_heartbeat", daemon=True
         )
@@ -168,82 +169,12 @@ class SocketHub:
         finally:
             sock.close(linger=0)
 
-    def _run(self) -> None:
-        try:
-            socks = self._open()
-        except BaseException as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        poller = zmq.Poller()
-        # Control first: `poll` lists ready sockets in the order they were registered.
-        for channel in (Channel.control, *(c for c in socks if c is not Channel.control)):
-            poller.register(socks[channel], zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        by_socket = {sock: channel for channel, sock in socks.items()}
-        try:
-            while True:
-                more = self._flush_outbox(socks, limit=_SEND_BURST)
-                if self._stopping and not more:
-                    break
-                # With output still queued, only look for new requests (control first) before
-                # sending the next burst.
-                for sock, _ in poller.poll(0 if more else None):
-                    if sock == self._wake_r:
-                        self._clear_wake()
-                    else:
-                        self._receive(by_socket[sock], sock)  # pyright: ignore[reportArgumentType]
-        except Exception:
-            log.exception("the I/O thread failed")
-        finally:
-            self._flush_outbox(socks, limit=None)
-            for sock in socks.values():
-                sock.close()
-            self.drops.flush()
-            self._stopped.set()
+    # --- on the I/O threads ----------------------------------------------------------------
 
-    def _clear_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        except OSError as e:  # pragma: no cover - the pipe was closed
-            if e.errno != errno.EBADF:
-                raise
-        # Cleared after the pipe is read and before the outbox is drained: a writer that saw
-        # the flag still set appended before the drain, and one that sees it clear wakes us
-        # again. (Clearing it before the read could swallow a wake-up and strand the flag.)
-        self._wake_pending = False
-
-    def _flush_outbox(self, socks: dict[Channel, zmq.Socket[bytes]], *, limit: int | None) -> bool:
-        """Send the urgent frames, then up to `limit` others; return whether some are left."""
-        outbox, urgent, control = self._outbox, self._urgent, socks[Channel.control]
-        sent = 0
-        while True:
-            while urgent:
-                self._send_now(control, Channel.control, urgent.popleft())
-            if not outbox:
-                return False
-            if limit is not None and sent >= limit:
-                return True
-            channel, frames = outbox.popleft()
-            self._send_now(socks[channel], channel, frames)
-            sent += 1
-
-    @staticmethod
-    def _send_now(sock: zmq.Socket[bytes], channel: Channel, frames: list[bytes]) -> None:
-        if not frames:
-            return  # a wake-up
-        try:
-            sock.send_multipart(frames)
-        except zmq.ZMQError as e:
-            log.warning("could not send on %s: %s", channel, e)
-
-    def _receive(self, channel: Channel, sock: zmq.Socket[bytes]) -> None:
+    def receive(self, channel: Channel, sock: zmq.Socket[bytes]) -> None:
+        """Take up to a burst of messages from `sock`: verify, decode and hand each on."""
         deliver = self.on_message
-        assert deliver is not None, "SocketHub.on_message must be set before start()"
+        assert deliver is not None
         for _ in range(_RECV_BURST):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -267,4 +198,109 @@ class SocketHub:
             return  # an unsubscription or noise
         topic = frames[0][1:].decode(errors="replace")
         welcome = self.session.serialize("iopub_welcome", {"subscription": topic})
-        self._outbox.append((Channel.iopub, welcome))
+        self.io.send(Channel.iopub, welcome)
+
+
+class IOThread:
+    """One thread that owns some of the kernel's sockets: it receives and sends on them alone.
+
+    Args:
+        name: The thread's name.
+        hub: Receives on the thread's sockets (`SocketHub.receive`).
+    """
+
+    def __init__(self, name: str, hub: SocketHub) -> None:
+        self.name = name
+        self._hub = hub
+        self._outbox: collections.deque[tuple[Channel, list[bytes]]] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._wake_pending = False
+        self._stopping = False
+        self.ready = threading.Event()
+        """Set once the thread polls its sockets."""
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, socks: dict[Channel, zmq.Socket[bytes]]) -> None:
+        """Take `socks` over (bound by the calling thread) and serve them on a new thread."""
+        self._thread = threading.Thread(target=self._run, args=(socks,), name=self.name)
+        self._thread.daemon = True
+        self._thread.start()
+
+    def send(self, channel: Channel, frames: list[bytes]) -> None:
+        """Queue `frames` for `channel`'s socket, one of this thread's; any thread may call it."""
+        self._outbox.append((channel, frames))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:  # the pipe is full: the thread is awake anyway
+                pass
+
+    def stop(self) -> None:
+        """Have the thread send what is queued, close its sockets and end."""
+        self._stopping = True
+        self.send(Channel.iopub, [])  # a wake-up; empty frames are never sent
+
+    def join(self, timeout: float) -> None:
+        """Wait until the thread ended (at most `timeout` seconds), unless called on it."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._stopped.wait(timeout)
+
+    def _run(self, socks: dict[Channel, zmq.Socket[bytes]]) -> None:
+        poller = zmq.Poller()
+        for sock in socks.values():
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        by_socket = {sock: channel for channel, sock in socks.items()}
+        self.ready.set()
+        try:
+            while True:
+                more = self._flush(socks, limit=_SEND_BURST)
+                if self._stopping and not more:
+                    break
+                # With output still queued, only look for new requests before sending on.
+                for sock, _ in poller.poll(0 if more else None):
+                    if sock == self._wake_r:
+                        self._clear_wake()
+                    else:
+                        self._hub.receive(by_socket[sock], sock)  # pyright: ignore[reportArgumentType]
+        except Exception:
+            log.exception("the I/O thread %s failed", self.name)
+        finally:
+            self._flush(socks, limit=None)
+            for sock in socks.values():
+                sock.close()
+            self._hub.drops.flush()
+            self._stopped.set()
+
+    def _clear_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        except OSError as e:  # pragma: no cover - the pipe was closed
+            if e.errno != errno.EBADF:
+                raise
+        # Cleared after the pipe is read and before the outbox is drained: a writer that saw
+        # the flag still set appended before the drain, and one that sees it clear wakes us
+        # again. (Clearing it before the read could swallow a wake-up and strand the flag.)
+        self._wake_pending = False
+
+    def _flush(self, socks: dict[Channel, zmq.Socket[bytes]], *, limit: int | None) -> bool:
+        """Send up to `limit` queued messages; return whether some are left."""
+        outbox = self._outbox
+        sent = 0
+        while outbox:
+            if limit is not None and sent >= limit:
+                return True
+            channel, frames = outbox.popleft()
+            if frames:  # empty frames are a wake-up
+                try:
+                    socks[channel].send_multipart(frames)
+                except zmq.ZMQError as e:
+                    log.warning("could not send on %s: %s", channel, e)
+            sent += 1
+        return False

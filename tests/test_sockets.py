@@ -1,0 +1,118 @@
+"""The socket hub in-process: control is served by a thread that shell and iopub never hold up."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+import zmq
+from signing import KEY
+
+from async_kernel._enums import Channel
+from async_kernel.wire._connection import ConnectionInfo
+from async_kernel.wire._session import Session
+from async_kernel.wire._sockets import SocketHub
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from async_kernel.wire._session import Message
+
+TIMEOUT = 10.0
+
+
+class Hub:
+    """A started `SocketHub` whose shell deliveries block until `release` is set."""
+
+    def __init__(self) -> None:
+        self.session = Session(KEY)
+        self.hub = SocketHub(ConnectionInfo(key=KEY), self.session, self.on_message)
+        self.shell_entered = threading.Event()
+        self.release = threading.Event()
+        self.shell_left = threading.Event()
+        self.received: list[tuple[Channel, str, str]] = []
+        self.last: dict[Channel, tuple[Message, list[bytes]]] = {}
+
+    def on_message(self, channel: Channel, msg: Message) -> None:
+        self.received.append((channel, msg.msg_type, threading.current_thread().name))
+        self.last[channel] = (msg, msg.idents)
+        if channel is Channel.shell:
+            self.shell_entered.set()
+            self.release.wait(TIMEOUT)  # the I/O thread of shell is stuck meanwhile
+            self.shell_left.set()
+        reply = msg.msg_type.replace("_request", "_reply")
+        self.hub.send(channel, self.session.serialize(reply, {}, parent=msg, idents=msg.idents))
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    h = Hub()
+    h.hub.start()
+    try:
+        yield h
+    finally:
+        h.release.set()
+        h.hub.stop()
+        h.hub.context.term()
+
+
+@pytest.fixture
+def client(hub: Hub) -> Iterator[dict[Channel, zmq.Socket[bytes]]]:
+    ctx = zmq.Context()
+    socks: dict[Channel, zmq.Socket[bytes]] = {}
+    for channel in (Channel.shell, Channel.control):
+        sock = socks[channel] = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(hub.hub.connection.url(channel))
+    try:
+        yield socks
+    finally:
+        for sock in socks.values():
+            sock.close()
+        ctx.term()
+
+
+def receive(sock: zmq.Socket[bytes], session: Session) -> Message:
+    assert sock.poll(int(TIMEOUT * 1000)), "no reply in time"
+    return session.deserialize(sock.recv_multipart())
+
+
+def test_control_is_answered_while_the_shell_io_thread_is_stuck(
+    hub: Hub, client: dict[Channel, zmq.Socket[bytes]]
+) -> None:
+    sender = Session(KEY)
+    client[Channel.shell].send_multipart(sender.serialize("execute_request", {"code": "1"}))
+    assert hub.shell_entered.wait(TIMEOUT)
+    for i in range(2000):  # an iopub backlog behind the stuck thread
+        hub.hub.send(Channel.iopub, sender.serialize("stream", {"name": "stdout", "text": f"{i}"}))
+    client[Channel.control].send_multipart(sender.serialize("kernel_info_request"))
+    reply = receive(client[Channel.control], sender)
+    assert reply.msg_type == "kernel_info_reply"
+    assert not hub.shell_left.is_set()  # answered while the shell's thread still waits
+    names = {channel: name for channel, _, name in hub.received}
+    assert names == {Channel.shell: "async_kernel_io", Channel.control: "async_kernel_control_io"}
+    hub.release.set()
+    assert receive(client[Channel.shell], sender).msg_type == "execute_reply"
+
+
+def test_stop_sends_what_is_queued_on_every_socket(
+    hub: Hub, client: dict[Channel, zmq.Socket[bytes]]
+) -> None:
+    sender = Session(KEY)
+    hub.release.set()
+    for channel in (Channel.shell, Channel.control):
+        client[channel].send_multipart(sender.serialize("kernel_info_request"))
+        receive(client[channel], sender)
+    for channel in (Channel.shell, Channel.control):
+        parent, ident = hub.last[channel]
+        for i in range(100):
+            frames = sender.serialize("stream", {"i": i}, parent=parent, idents=ident)
+            hub.hub.send(channel, frames)
+    hub.hub.stop()
+    for channel in (Channel.shell, Channel.control):
+        assert [receive(client[channel], sender).content["i"] for _ in range(100)] == list(
+            range(100)
+        )
+    alive = {t.name for t in threading.enumerate()}
+    assert not alive & {"async_kernel_io", "async_kernel_control_io"}
