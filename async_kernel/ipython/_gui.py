@@ -145,7 +145,6 @@ class MainGui:
         self._shell: InteractiveShell | None = None
         # A QApplication, a Tcl interpreter: made once, kept as long as the process runs.
         self._keep: dict[str, object] = {}
-        self._excepthook: Callable[..., object] | None = None
 
     def enable(self, gui: str | None, shell: InteractiveShell) -> str | None:
         """Run toolkit `gui`'s events while the main shell waits; None turns that off.
@@ -169,13 +168,13 @@ class MainGui:
         if keep is not None:
             self._keep.setdefault(name, keep)
         self._shell = shell
-        self._catch_callback_errors(shell)
         if hook is not self._hook or self._loop is None:
             self.disable()
             self._loop = attach(hook, on_failure=self._failed)
             self._hook = hook
         self.active = name
-        guard_pyplot(Caller())
+        if "matplotlib.pyplot" in sys.modules:
+            guard_pyplot(Caller())
         return name
 
     def disable(self) -> None:
@@ -187,12 +186,8 @@ class MainGui:
             loop.detach()
 
     def stop(self) -> None:
-        """At kernel shutdown: detach, and give `sys.excepthook` back."""
+        """At kernel shutdown: detach (the loop shuts down plainly)."""
         self.disable()
-        if self._excepthook is not None and self._shell is not None:
-            if sys.excepthook == self._shell.excepthook:
-                sys.excepthook = self._excepthook
-            self._excepthook = None
 
     def _asyncio(self) -> str:
         """`%gui asyncio`: the main loop is asyncio already; only the GUI hook goes."""
@@ -207,16 +202,6 @@ class MainGui:
         self.disable()
         self.active = "asyncio"
         return "asyncio"
-
-    def _catch_callback_errors(self, shell: InteractiveShell) -> None:
-        """Show errors of GUI callbacks in the notebook, as IPython does.
-
-        Toolkits report an exception raised in a callback to `sys.excepthook`; PyQt aborts
-        the process when that is Python's default hook.
-        """
-        if sys.excepthook is sys.__excepthook__:
-            self._excepthook = sys.excepthook
-            sys.excepthook = shell.excepthook
 
     def _failed(self, exc: BaseException) -> None:
         """The hook raised: go back to the plain loop and say so."""
