@@ -256,3 +256,17 @@ def test_pyplot_guard_keeps_gui_windows_on_the_main_thread() -> None:
     assert out["show"] == out["draw_all"] == "ok"
     assert out["forwarded"] == ["show", "draw_all"]
     assert out["agg_figure"] == "ok"
+
+
+@pytest.mark.parametrize(("platform", "problem"), [("offscreen", False), ("no-such-qpa", True)])
+def test_qt_that_would_abort_is_found_out_in_a_child(
+    monkeypatch: pytest.MonkeyPatch, platform: str, problem: bool
+) -> None:
+    pytest.importorskip("PyQt6")
+    monkeypatch.setenv("QT_QPA_PLATFORM", platform)
+    found = gui._qt_start_problem("pyqt6")  # pyright: ignore[reportPrivateUsage]
+    assert (found is not None) == problem
+    if found is not None:
+        assert "would abort the kernel" in found
+        assert "no-such-qpa" in found  # Qt's own words come along
+    assert gui._qt_start_problem("qt4") is None  # pyright: ignore[reportPrivateUsage]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -83,6 +84,31 @@ def _qt_display_problem() -> str | None:
     )
 
 
+_QT_PACKAGES = {"pyqt6": "PyQt6", "pyside6": "PySide6", "pyqt5": "PyQt5", "pyside2": "PySide2"}
+
+
+def _qt_start_problem(api: str) -> str | None:
+    """Why Qt would abort the process when it starts here, found out in a child process.
+
+    Qt ends the process when its platform plugin cannot start (a display it cannot reach, a
+    missing system library such as libxcb-cursor0); a child's death costs nothing.
+    """
+    package = _QT_PACKAGES.get(api)
+    if package is None:
+        return None
+    probe = f"from {package}.QtWidgets import QApplication\nQApplication(['probe'])"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no verdict: let Qt try
+        return None
+    if done.returncode == 0:
+        return None
+    said = "\n".join(done.stderr.strip().splitlines()[-6:])
+    return f"Qt cannot start in this kernel's environment (it would abort the kernel):\n{said}"
+
+
 def _prepare(name: str) -> tuple[Callable[[HookContext], object], object]:
     """Load toolkit `name` on this (the main) thread; return its input hook and what to keep.
 
@@ -108,7 +134,9 @@ def _prepare(name: str) -> tuple[Callable[[HookContext], object], object]:
     # widgets before the loop ever waited.
     app = QtCore.QCoreApplication.instance()
     if app is None:
-        if (problem := _qt_display_problem()) is not None:
+        from IPython.external.qt_for_kernel import QT_API
+
+        if (problem := _qt_display_problem() or _qt_start_problem(QT_API)) is not None:
             raise RuntimeError(problem)
         app = QtGui.QApplication(["async-kernel"])
     return hook, app

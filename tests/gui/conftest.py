@@ -69,10 +69,19 @@ def xvfb_display() -> Iterator[str]:
     )
     os.close(write)
     try:
-        ready, _, _ = select.select([read], [], [], 30)
-        number = os.read(read, 64).decode().strip() if ready else ""
-        assert number.isdigit(), f"Xvfb reported no display number (exit code {server.poll()})"
-        yield f":{number}"
+        # Xvfb writes the display it took, and a newline, once it accepts connections; the
+        # pipe stays open meanwhile (Xvfb dies if it cannot write the whole line).
+        number = b""
+        deadline = time.monotonic() + 30
+        while not number.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read, 64) if ready else b""
+            if not chunk:
+                break
+            number += chunk
+        text = number.decode().strip()
+        assert text.isdigit(), f"Xvfb reported no display number (exit code {server.poll()})"
+        yield f":{text}"
     finally:
         os.close(read)
         server.terminate()

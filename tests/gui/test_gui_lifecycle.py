@@ -94,6 +94,20 @@ def test_switching_between_toolkits_at_run_time(fresh: GuiKernel) -> None:
     assert d.run("print(get_ipython().active_eventloop)") == "tk\n"
 
 
+def test_qt_that_cannot_start_is_an_error_not_a_crash() -> None:
+    need("qt")
+    kernel = start_gui_kernel("async", {"QT_QPA_PLATFORM": "no-such-qpa"})
+    try:
+        _, d = kernel
+        reply = d.reply(d.execute("get_ipython().enable_gui('qt')"))["content"]
+        assert reply["ename"] == "RuntimeError"
+        assert "would abort the kernel" in reply["evalue"]
+        assert "no-such-qpa" in reply["evalue"]
+        assert d.run("print(get_ipython().active_eventloop)") == "None\n"
+    finally:
+        stop_gui_kernel(kernel)
+
+
 def _ipythons_error(gui: str, env: dict[str, str]) -> str:
     """The message of the error IPython's own `%gui` integration raises for `gui`."""
     script = (
