@@ -270,3 +270,20 @@ def test_qt_that_would_abort_is_found_out_in_a_child(
         assert "would abort the kernel" in found
         assert "no-such-qpa" in found  # Qt's own words come along
     assert gui._qt_start_problem("qt4") is None  # pyright: ignore[reportPrivateUsage]
+
+
+def test_the_same_toolkit_again_keeps_its_hook() -> None:
+    pytest.importorskip("_tkinter", reason="this Python is built without Tk")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, InputHookEventLoop)
+        main = MainGui()
+        main.enable("tk", _shell())
+        runner = loop.hook_selector.runner
+        main.enable("tk", _shell())
+        assert loop.hook_selector.runner is runner  # not detached and attached again
+        main.stop()
+
+    with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
+        runner.run(main())

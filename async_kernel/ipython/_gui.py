@@ -171,8 +171,9 @@ class MainGui:
         self._hook: Callable[[HookContext], object] | None = None
         self._loop: LoopHook | None = None
         self._shell: InteractiveShell | None = None
-        # A QApplication, a Tcl interpreter: made once, kept as long as the process runs.
-        self._keep: dict[str, object] = {}
+        # The Tk hook and its Tcl interpreter, the QApplication: made once, kept for good.
+        self._tk_hook: Callable[[HookContext], object] | None = None
+        self._keep: list[object] = []
 
     def enable(self, gui: str | None, shell: InteractiveShell) -> str | None:
         """Run toolkit `gui`'s events while the main shell waits; None turns that off.
@@ -192,9 +193,14 @@ class MainGui:
         _on_main_thread(name)
         if name == "asyncio":
             return self._asyncio()
-        hook, keep = _prepare(name)
-        if keep is not None:
-            self._keep.setdefault(name, keep)
+        if name == "tk" and self._tk_hook is not None:
+            hook = self._tk_hook
+        else:
+            hook, keep = _prepare(name)
+            if keep is not None and keep not in self._keep:
+                self._keep.append(keep)
+            if name == "tk":
+                self._tk_hook = hook
         self._shell = shell
         if hook is not self._hook or self._loop is None:
             self.disable()
