@@ -22,6 +22,8 @@ from async_kernel._patches import ProcessPatches
 from async_kernel._settings import KernelSettings
 from async_kernel.callers._caller import Caller
 from async_kernel.callers._workers import Worker
+from async_kernel.ipython._gui import main_gui
+from async_kernel.ipython._gui_loops import main_loop_options
 from async_kernel.output import _routing as routing
 from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
@@ -136,7 +138,9 @@ class Kernel(KernelSettings):
             msg = "no connection file: start the kernel with -f CONNECTION_FILE"
             raise RuntimeError(msg)
         try:
-            anyio.run(self._main, backend=self.backend)
+            anyio.run(
+                self._main, backend=self.backend, backend_options=main_loop_options(self.backend)
+            )
         finally:
             if self._grace is not None:
                 self._grace.cancel()  # stopped in time: an embedding process goes on
@@ -230,6 +234,7 @@ class Kernel(KernelSettings):
         Each step runs even if an earlier one failed; failures are logged.
         """
         for step in (
+            main_gui.stop,  # the main loop waits plainly again while the rest shuts down
             self.stdio.flush,  # drains the fd capture, then flushes the streams
             self.subshells.stop_all,
             Worker.stop_all,

@@ -1,10 +1,10 @@
 """Everything the kernel changes in the interpreter, installed in one place and undone at teardown.
 
 A kernel running in this process (the usual case, but also tests and embedding) replaces
-`sys.stdout`/`sys.stderr`, `sys.displayhook`, IPython's builtins, `input`/`getpass`, the
-environment that ipykernel sets and `sys.modules["ipykernel.zmqshell"]` (what libraries look at
-to detect a Jupyter kernel),
-`time.sleep` (interruptible in kernel threads), the SIGINT and SIGTERM handlers,
+`sys.stdout`/`sys.stderr`, `sys.displayhook`, `sys.excepthook`, IPython's builtins,
+`input`/`getpass`, the environment that ipykernel sets and `sys.modules["ipykernel.zmqshell"]`
+(what libraries look at to detect a Jupyter kernel), `time.sleep` (interruptible in kernel
+threads), the SIGINT and SIGTERM handlers,
 `threading.Thread.start` (to remember which cell started a thread), the GIL switch interval,
 the `comm` package's factories, the default matplotlib backend and (once it is loaded)
 matplotlib-inline's `show` and `flush_figures`. `ProcessPatches.restore` puts every one of them
@@ -90,6 +90,10 @@ class ProcessPatches:
         # One displayhook and one set of IPython builtins for the process, so that concurrent
         # cells never swap them back and forth.
         self.set(sys, "displayhook", shell.displayhook)
+        # GUI toolkits report an exception of a callback to `sys.excepthook`, and PyQt aborts
+        # the process when that is Python's own; IPython swaps it around each cell, so it is
+        # set here, once, not when a GUI is turned on.
+        self.set(sys, "excepthook", shell.excepthook)
         shell.builtin_trap.activate()
         self._undo.append(shell.builtin_trap.deactivate)
         self.remember_thread_starters()

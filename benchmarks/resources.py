@@ -15,7 +15,7 @@ from kernels import BenchError, KernelHandle
 from measures import Config, burst, describe, interleave, set_errors
 from report import Row
 
-__all__ = ("context_switches", "cpu_seconds", "idle_cpu", "memory_growth")
+__all__ = ("context_switches", "cpu_seconds", "idle_cpu", "memory_growth", "watch_idle")
 
 GROWTH_CELLS = {
     "pass": 'execute "pass"',
@@ -144,6 +144,20 @@ def idle_cpu(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
     cpu.digits = 1
     wakeups = Row("idle_wakeups", "idle kernel: context switches per second (all threads)")
     wakeups.digits = 1
+    errors = watch_idle(handles, seconds, cpu, wakeups)
+    for key in handles:
+        if cpu.cell(key).value is None and key not in errors:
+            errors[key] = "the provisioner reports no pid"
+    return set_errors([cpu, wakeups], errors)
+
+
+def watch_idle(
+    handles: dict[str, KernelHandle], seconds: float, cpu: Row, wakeups: Row
+) -> dict[str, str]:
+    """Fill `cpu` and `wakeups` from one idle window of `seconds`; return errors by kernel.
+
+    Every kernel is drained, left alone `SETTLE` seconds and then watched over the same window.
+    """
     errors: dict[str, str] = {}
     start: dict[str, tuple[tuple[float, dict[str, int]], int]] = {}
     for key, h in handles.items():
@@ -169,7 +183,4 @@ def idle_cpu(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
         except Exception as exc:
             errors[key] = describe(exc)
             h.broken = True
-    for key in handles:
-        if key not in start and key not in errors:
-            errors[key] = "the provisioner reports no pid"
-    return set_errors([cpu, wakeups], errors)
+    return errors

@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 from echo import comm_echo
+from gui import gui_loop
 from kernels import KernelDef, KernelHandle, kernel_defs, write_kernelspecs
 from load import control_under_load
 from measures import (
@@ -63,6 +64,7 @@ MEASURES: dict[str, Measure] = {
     "display": png_display,
     "growth": memory_growth,
     "idle": idle_cpu,
+    "gui": gui_loop,  # last: a Qt application stays in each kernel
 }
 ALL = ("startup", *MEASURES)
 

@@ -44,6 +44,7 @@ def snapshot() -> dict[str, Any]:
         "stdout": sys.stdout,
         "stderr": sys.stderr,
         "displayhook": sys.displayhook,
+        "excepthook": sys.excepthook,
         "Thread.start": threading.Thread.start,
         "switchinterval": sys.getswitchinterval(),
         "create_comm": comm.create_comm,

@@ -342,7 +342,7 @@ class AsyncInteractiveShell(InteractiveShell):
         self.payloads.write_payload({"source": "ask_exit", "keepkernel": False})
 
     def enable_gui(self, gui: str | None = None) -> None:
-        """GUI event loops are not integrated; only `None` (inline) is accepted."""
-        if gui not in (None, "inline"):
-            msg = f"GUI event loop {gui!r} is not supported by async-kernel; use inline plots."
-            raise RuntimeError(msg)
+        """Run GUI toolkit `gui`'s events while the main shell waits (`%gui`); None: off."""
+        from async_kernel.ipython._gui import main_gui
+
+        self.active_eventloop = main_gui.enable(gui, self)

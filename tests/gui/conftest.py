@@ -1,0 +1,172 @@
+"""Fixtures of the GUI tests: an Xvfb display, and kernels with a GUI toolkit at hand.
+
+Tk needs an X display: a private Xvfb server runs for the session (`-displayfd` lets it pick
+a free display number). Qt draws with `QT_QPA_PLATFORM=offscreen` and needs none. A missing
+prerequisite (Xvfb, PyQt6, a Python built with Tk) skips the tests that need it, saying what
+to install; with `ASYNC_KERNEL_GUI=require` in the environment (`.ci/run` sets it where Xvfb
+is installed, and in CI) it fails them instead, so a check cannot pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from kernel_driver import Driver
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from jupyter_client.manager import KernelManager
+
+REQUIRE_ENV = "ASYNC_KERNEL_GUI"
+"""Set to `require` to make a missing prerequisite an error instead of a skip."""
+
+KERNELS = ("async", "async-trio")
+"""The kernelspecs of the root conftest: one per backend."""
+
+GuiKernel = tuple["KernelManager", Driver]
+
+
+def missing(what: str) -> str | None:
+    """Why `what` ("xvfb", "tk" or "qt") cannot be used here, or None when it can."""
+    if what == "xvfb" and shutil.which("Xvfb") is None:
+        return "Xvfb is not installed: apt-get install -y xvfb"
+    if what == "tk" and importlib.util.find_spec("_tkinter") is None:
+        return "this Python is built without Tk (_tkinter): build it with tk-dev installed"
+    if what == "qt" and importlib.util.find_spec("PyQt6") is None:
+        return 'PyQt6 is not installed: pip install -e ".[test]"'
+    return None
+
+
+def need(*what: str) -> None:
+    """Skip (or, when required, fail) the test unless every prerequisite in `what` is there."""
+    for name in what:
+        if (reason := missing(name)) is None:
+            continue
+        if os.environ.get(REQUIRE_ENV) == "require":
+            pytest.fail(f"{REQUIRE_ENV}=require, but the GUI tests cannot run: {reason}")
+        pytest.skip(f"GUI test: {reason}")
+
+
+@pytest.fixture(scope="session")
+def xvfb_display() -> Iterator[str]:
+    """The name (`:N`) of a private Xvfb display, running for the whole session."""
+    need("xvfb")
+    read, write = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write)
+    try:
+        # Xvfb writes the display it took, and a newline, once it accepts connections; the
+        # pipe stays open meanwhile (Xvfb dies if it cannot write the whole line).
+        number = b""
+        deadline = time.monotonic() + 30
+        while not number.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read, 64) if ready else b""
+            if not chunk:
+                break
+            number += chunk
+        text = number.decode().strip()
+        assert text.isdigit(), f"Xvfb reported no display number (exit code {server.poll()})"
+        yield f":{text}"
+    finally:
+        os.close(read)
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+
+
+def start_gui_kernel(kernel_name: str, env: dict[str, str]) -> GuiKernel:
+    """Start a kernel with `env` added to the environment; return its manager and a driver."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(
+        kernel_name=kernel_name, startup_timeout=60, env={**os.environ, **env}
+    )
+    return km, Driver(kc)
+
+
+def stop_gui_kernel(kernel: GuiKernel) -> None:
+    """Close the client and shut the kernel down."""
+    km, driver = kernel
+    driver.kc.stop_channels()
+    km.shutdown_kernel(now=not km.is_alive())  # a kernel that is gone is only cleaned up
+
+
+@pytest.fixture(params=KERNELS, scope="module")
+def qt_kernel(request: pytest.FixtureRequest) -> Iterator[GuiKernel]:
+    """A kernel (asyncio and trio) where Qt draws offscreen."""
+    need("qt")
+    kernel = start_gui_kernel(request.param, {"QT_QPA_PLATFORM": "offscreen"})
+    try:
+        yield kernel
+    finally:
+        stop_gui_kernel(kernel)
+
+
+@pytest.fixture(params=KERNELS, scope="module")
+def tk_kernel(request: pytest.FixtureRequest, xvfb_display: str) -> Iterator[GuiKernel]:
+    """A kernel (asyncio and trio) with an Xvfb display for Tk (and Qt offscreen)."""
+    need("tk")
+    env = {"DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "offscreen"}
+    kernel = start_gui_kernel(request.param, env)
+    try:
+        yield kernel
+    finally:
+        stop_gui_kernel(kernel)
+
+
+def idle_cost(pid: int, seconds: float) -> tuple[float, float]:
+    """CPU seconds per second and context switches per second of process `pid`, left alone."""
+
+    def sample() -> tuple[float, int]:
+        cpu = 0.0
+        switches = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                cpu += int((task / "schedstat").read_text().split()[0]) / 1e9
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        switches += int(line.split()[1])
+            except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+                continue
+        return cpu, switches
+
+    cpu0, switches0 = sample()
+    start = time.perf_counter()
+    time.sleep(seconds)  # the measurement window itself: nothing is ordered by it
+    elapsed = time.perf_counter() - start
+    cpu1, switches1 = sample()
+    return (cpu1 - cpu0) / elapsed, (switches1 - switches0) / elapsed
+
+
+PLAIN_LOOP_CHECK = """
+import threading as _t
+_left = [t.name for t in _t.enumerate() if t.name == "async_kernel_gui_watcher"]
+try:
+    import asyncio as _a
+    _loop = _a.get_running_loop()
+    _left += ["runner"] if _loop.hook_selector.runner is not None else []
+    _left += [name for name in ("call_soon", "call_at") if name in vars(_loop)]
+except RuntimeError:
+    from trio._core._run import GLOBAL_RUN_CONTEXT as _g
+    _left += [type(i).__name__ for i in _g.runner.instruments["_all"]]
+print(get_ipython().active_eventloop, _left)
+"""
+"""A cell that prints the active event loop and what of the GUI hook is left in the loop."""
