@@ -159,7 +159,10 @@ def test_notebooks_have_no_stored_outputs() -> None:
                 assert cell.execution_count is None, path.name
 
 
-RUN_ELSEWHERE = {"gui.ipynb": "tests/gui/test_gui_notebook.py (it needs Xvfb)"}
+RUN_ELSEWHERE = {
+    "gui.ipynb": "tests/gui/test_gui_notebook.py (it needs Xvfb)",
+    "clusters.ipynb": "mkdocs build (in .ci/run) executes it: it starts ipyparallel and Dask",
+}
 """Notebooks executed by another test, and which."""
 
 
