@@ -17,7 +17,7 @@ import anyio
 from traitlets import observe
 
 from async_kernel._enums import Channel, RunMode
-from async_kernel._parent import watch_parent
+from async_kernel._parent import ParentWatch
 from async_kernel._patches import ProcessPatches
 from async_kernel._settings import KernelSettings
 from async_kernel.callers._caller import Caller
@@ -97,6 +97,7 @@ class Kernel(KernelSettings):
         self._stop_event: anyio.Event | None = None
         self._stopping = False
         self._grace: threading.Timer | None = None
+        self._watch: ParentWatch | None = None
         self._exit_code = 0
         self.main_caller: Caller
         self.control_caller: Caller
@@ -142,8 +143,11 @@ class Kernel(KernelSettings):
                 self._main, backend=self.backend, backend_options=main_loop_options(self.backend)
             )
         finally:
+            # Stopped in time: an embedding process goes on.
             if self._grace is not None:
-                self._grace.cancel()  # stopped in time: an embedding process goes on
+                self._grace.cancel()
+            if self._watch is not None:
+                self._watch.stop()
             self.patches.restore()
         return self._exit_code
 
@@ -167,7 +171,7 @@ class Kernel(KernelSettings):
             self.hub.start()
             if self._ports_to_choose:
                 write_connection_file(self.connection_file, self.connection)
-            watch_parent(self.stop)
+            self._watch = ParentWatch(self.stop).start()
             await self._stop_event.wait()
             # `stop` interrupted the cells that run and aborted those that wait: every request
             # is answered before the callers stop (`shutdown_grace` bounds the wait).

@@ -1,4 +1,10 @@
-"""The watch on the process that launched the kernel: the kernel ends when its launcher does."""
+"""The watch on the process that launched the kernel: the kernel ends when its launcher does.
+
+When the launcher is gone, the kernel first stops as for a `shutdown_request` (running cells
+are interrupted, the output is sent); if the process still runs `EXIT_AFTER` seconds later
+(code that ignores interrupts, a stop that hangs), the watch ends it. Nobody is left to
+restart or shut down an orphan, so it must not spin on whatever its cells are doing.
+"""
 
 from __future__ import annotations
 
@@ -10,34 +16,83 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("watch_parent",)
+__all__ = ("EXIT_AFTER", "ORPHAN_EXIT_CODE", "ParentWatch")
 
 log = logging.getLogger("async_kernel")
 
+EXIT_AFTER = 3.0
+"""Seconds from noticing the launcher's death to ending the process if it has not ended."""
+ORPHAN_EXIT_CODE = 1
+"""The exit code when the watch has to end the process (ipykernel's for an orphan, too)."""
 
-def watch_parent(on_gone: Callable[[], object], *, interval: float = 1.0) -> threading.Thread:
-    """Call `on_gone` (once, from a daemon thread) when the launching process is gone.
+
+class ParentWatch:
+    """Calls `on_gone` (once, from a daemon thread) when the launching process is gone.
 
     Gone means the parent changed, or the launcher that jupyter_client names in
     `JPY_PARENT_PID` no longer exists: it can die before the watch begins, when the kernel
     already has a new parent. A thread of its own, so that the watch goes on while every
-    event loop is busy.
+    event loop is busy; `exit_after` seconds after `on_gone`, it ends the process unless
+    `stop()` was called (the kernel stopped in time, and an embedding process goes on).
+
+    Args:
+        on_gone: Starts the kernel's clean shutdown (it must not block).
+        interval: Seconds between two looks at the launcher.
+        exit_after: Seconds the clean shutdown may take.
     """
-    parent = os.getppid()
-    named = os.environ.get("JPY_PARENT_PID", "")
-    launcher = int(named) if named.isdigit() and int(named) not in (0, 1, parent) else None
-    done = threading.Event()
 
-    def watch() -> None:
-        while not done.wait(interval):
-            if os.getppid() != parent or (launcher is not None and not _pid_exists(launcher)):
-                log.warning("the parent process %s is gone: stopping", launcher or parent)
-                on_gone()
-                return
+    def __init__(
+        self,
+        on_gone: Callable[[], object],
+        *,
+        interval: float = 0.5,
+        exit_after: float = EXIT_AFTER,
+    ) -> None:
+        self._on_gone = on_gone
+        self._interval = interval
+        self._exit_after = exit_after
+        self._parent = os.getppid()
+        named = os.environ.get("JPY_PARENT_PID", "")
+        self._launcher = (
+            int(named) if named.isdigit() and int(named) not in (0, 1, self._parent) else None
+        )
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, name="async_kernel_parent_watch", daemon=True
+        )
 
-    thread = threading.Thread(target=watch, name="async_kernel_parent_watch", daemon=True)
-    thread.start()
-    return thread
+    def start(self) -> ParentWatch:
+        """Start watching; return self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (the kernel has stopped): the process is never ended by the watch."""
+        self._done.set()
+
+    def launcher_gone(self) -> bool:
+        """Whether the launching process is gone."""
+        if os.getppid() != self._parent:
+            return True
+        return self._launcher is not None and not _pid_exists(self._launcher)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self._interval):
+            if self.launcher_gone():
+                break
+        else:
+            return
+        log.warning("the parent process %s is gone: stopping", self._launcher or self._parent)
+        try:
+            self._on_gone()
+        except Exception:
+            log.exception("stopping after the parent's death failed")
+        if self._done.wait(self._exit_after):
+            return
+        log.warning(
+            "the kernel did not stop within %s s of its parent's death: exiting", self._exit_after
+        )
+        os._exit(ORPHAN_EXIT_CODE)
 
 
 def _pid_exists(pid: int) -> bool:

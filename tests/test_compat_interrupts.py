@@ -260,6 +260,23 @@ def test_cells_awaiting_on_the_main_loop_are_interrupted_while_another_one_block
     answers(d, None)
 
 
+def test_a_sigint_that_another_thread_receives_interrupts_the_awaiting_cell(
+    driver: Driver, subshell: str
+) -> None:
+    """The main loop sleeps in `select()`; the signal lands in a subshell's thread."""
+    d = driver
+    cell = d.execute(f'print("{MARKER}", flush=True)\nawait anyio.sleep(60)')
+    d.wait_stdout(cell, MARKER)
+    sender = d.execute(
+        "import signal, threading\nsignal.pthread_kill(threading.get_ident(), signal.SIGINT)",
+        header={"subshell_id": subshell},
+    )
+    d.reply(sender)  # interrupted too, unless it ended first: the interrupt is for all cells
+    reply = d.reply(cell, timeout=5)["content"]
+    errors = [m["content"] for _, m in d.got(cell).iopub if m["msg_type"] == "error"]
+    assert_user_frames(reply, errors, [("<cell>", "await anyio.sleep(60)")])
+
+
 @pytest.mark.parametrize("kernel_name", KERNEL_NAMES)
 def test_nbclient_interrupt_on_timeout(kernel_name: str) -> None:
     """nbclient's `Interrupt.ipynb` check: a cell interrupted on timeout, then the next one runs.

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from async_kernel._enums import Channel
+from async_kernel.output import _streams
+from async_kernel.requests import _interrupts as interrupts
+from async_kernel.requests._deferral import in_output_code, wait_out_of_output
 from async_kernel.requests._interrupts import Interrupter, Running
-from async_kernel.wire._job import ExecuteState, Job
+from async_kernel.wire._job import ExecuteState, Job, current_job
 from async_kernel.wire._session import Message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 TIMEOUT = 10.0
 
@@ -135,3 +142,95 @@ def test_interrupt_and_timeout_are_reported_in_one_place() -> None:
     state.interrupted = True
     shown = state.shown_error({"ename": "CancelledError", "evalue": "", "traceback": []})
     assert shown["ename"] == "TimeoutError"
+
+
+# --- interrupts that land in the kernel's output code ----------------------------------------
+
+_OUTPUT_NS: dict[str, Any] = {}
+exec(  # a function that lives, as far as frames tell, in the kernel's output code
+    compile("def publish(then):\n    return then()\n", _streams.__file__, "exec"), _OUTPUT_NS
+)
+
+
+def run_cell(body: Callable[[], object]) -> object:
+    """Stands in for IPython's `run_code` (the frame that runs a cell)."""
+    return body()
+
+
+@pytest.fixture
+def main_cell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Interrupter, Running, threading.Event]]:
+    """An interrupter with one cell running in this thread, and a record of re-sent SIGINTs."""
+    sent = threading.Event()
+    monkeypatch.setattr(signal, "pthread_kill", lambda *args: sent.set())
+    monkeypatch.setattr(interrupts, "_RUN_CODE", run_cell.__code__)
+    interrupter = Interrupter()
+    job = make_job()
+    running = Running(job, threading.get_ident(), None, None, threading.Event())  # pyright: ignore[reportArgumentType]
+    interrupter.add(running)
+    token = current_job.set(job)
+    yield interrupter, running, sent
+    current_job.reset(token)
+
+
+def test_in_output_code_looks_between_the_frame_and_the_cell() -> None:
+    stop = run_cell.__code__
+    inside = run_cell(lambda: _OUTPUT_NS["publish"](lambda: in_output_code(sys._getframe(), stop)))
+    assert inside is True
+    assert run_cell(lambda: in_output_code(sys._getframe(), stop)) is False
+    # Output code around the cell (the kernel's own, outside it) does not count.
+    assert (
+        _OUTPUT_NS["publish"](lambda: run_cell(lambda: in_output_code(sys._getframe(), stop)))
+        is False
+    )
+
+
+def test_an_interrupt_in_the_output_code_is_sent_again_once_the_cell_is_out(
+    main_cell: tuple[Interrupter, Running, threading.Event],
+) -> None:
+    interrupter, running, sent = main_cell
+
+    def handle() -> None:
+        interrupter.on_sigint(signal.SIGINT, sys._getframe())  # raises nothing here
+
+    run_cell(lambda: _OUTPUT_NS["publish"](handle))
+    assert running.deferred == 1
+    assert sent.wait(TIMEOUT), "the interrupt was not sent again"
+    assert list(interrupter._requests) == [frozenset({running.job})]  # pyright: ignore[reportPrivateUsage]
+    # Out of the output code, it is raised at once.
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(lambda: interrupter.on_sigint(signal.SIGINT, sys._getframe()))
+
+
+def test_a_cell_that_never_leaves_the_output_code_is_interrupted_anyway(
+    main_cell: tuple[Interrupter, Running, threading.Event],
+) -> None:
+    interrupter, running, _ = main_cell
+
+    def handle() -> None:
+        interrupter.on_sigint(signal.SIGINT, sys._getframe())
+
+    for _ in range(interrupts._DEFER_AT_MOST):  # pyright: ignore[reportPrivateUsage]
+        run_cell(lambda: _OUTPUT_NS["publish"](handle))
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(lambda: _OUTPUT_NS["publish"](handle))
+    assert running.deferred == interrupts._DEFER_AT_MOST  # pyright: ignore[reportPrivateUsage]
+
+
+def test_wait_out_of_output_waits_for_a_thread_to_leave_it() -> None:
+    stop = run_cell.__code__
+    inside, leave = threading.Event(), threading.Event()
+
+    def cell() -> None:
+        _OUTPUT_NS["publish"](lambda: (inside.set(), leave.wait(TIMEOUT)))
+        leave.wait(TIMEOUT)  # out of the output code, still in the cell
+
+    thread = threading.Thread(target=run_cell, args=(cell,))
+    thread.start()
+    assert inside.wait(TIMEOUT)
+    assert thread.ident is not None
+    assert wait_out_of_output(thread.ident, stop) is False  # gave up after WAIT_AT_MOST
+    leave.set()
+    assert wait_out_of_output(thread.ident, stop) is True
+    thread.join(TIMEOUT)

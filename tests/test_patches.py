@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import comm
 import pytest
 
@@ -35,6 +36,14 @@ if TYPE_CHECKING:
 TIMEOUT = 10.0
 
 
+def wakeup_fd() -> int:
+    """The signal wakeup fd (-1 for none), left as it was."""
+    fd = signal.set_wakeup_fd(-1)
+    if fd != -1:
+        signal.set_wakeup_fd(fd)
+    return fd
+
+
 def snapshot() -> dict[str, Any]:
     """What the kernel may change in the interpreter, by identity."""
     return {
@@ -51,6 +60,7 @@ def snapshot() -> dict[str, Any]:
         "get_comm_manager": comm.get_comm_manager,
         "SIGINT": signal.getsignal(signal.SIGINT),
         "SIGTERM": signal.getsignal(signal.SIGTERM),
+        "wakeup_fd": wakeup_fd(),
         "MPLBACKEND": os.environ.get("MPLBACKEND"),
         "environ": {k: os.environ.get(k) for k in NOTEBOOK_ENVIRON},
         SHELL_MODULE: sys.modules.get(SHELL_MODULE),
@@ -109,11 +119,55 @@ def test_restore_puts_everything_back() -> None:
     assert snapshot() == before
     unchanged = {k for k in before if before[k] == during[k]}
     # Everything is changed while installed (MPLBACKEND only where it was not set, the shell
-    # module only where ipykernel's own was not loaded).
-    assert unchanged <= {"MPLBACKEND", SHELL_MODULE}
+    # module only where ipykernel's own was not loaded, the wakeup fd only in a running asyncio
+    # loop).
+    assert unchanged <= {"MPLBACKEND", SHELL_MODULE, "wakeup_fd"}
     assert during["environ"] == NOTEBOOK_ENVIRON
     if before[SHELL_MODULE] is None:
         assert during[SHELL_MODULE].ZMQInteractiveShell.__name__ == "ZMQInteractiveShell"
+
+
+def signal_once_the_loop_sleeps() -> None:
+    """Send SIGINT to this thread once the main thread waits in its loop's selector."""
+    main = threading.main_thread().ident
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(main or 0)  # pyright: ignore[reportPrivateUsage]
+        if frame is not None and frame.f_code.co_name in {"select", "get_events"}:
+            break
+        time.sleep(0.001)  # polling a condition with a deadline
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio sets up a wakeup fd itself
+async def test_a_signal_that_another_thread_receives_wakes_the_main_loop() -> None:
+    """The main thread's loop sleeps; SIGINT lands in another thread; the handler runs at once.
+
+    (The protocol test in `test_compat_interrupts.py` checks the same for both kernels.)
+    """
+    before = snapshot()
+    patches, _, shell = install()
+    caught: list[int] = []
+    start = time.monotonic()
+    try:
+        with anyio.CancelScope() as scope:
+
+            def handler(signum: int, frame: object) -> None:
+                caught.append(signum)
+                scope.cancel()
+
+            signal.signal(signal.SIGINT, handler)  # `restore` puts the original back
+            sender = threading.Thread(target=signal_once_the_loop_sleeps)
+            sender.start()
+            await anyio.sleep(TIMEOUT)
+        sender.join(TIMEOUT)
+    finally:
+        patches.restore()
+        shell.history_manager.end_session()  # pyright: ignore[reportOptionalMemberAccess]
+    assert caught == [signal.SIGINT]
+    assert time.monotonic() - start < TIMEOUT / 2, "the loop slept on after the signal"
+    assert snapshot() == before
 
 
 def in_thread(fn: Callable[[], object]) -> BaseException | None:

@@ -70,8 +70,8 @@ def without_kernel_frames(tb: types.TracebackType | None) -> types.TracebackType
     """The traceback of a `KeyboardInterrupt`, cut where it enters the kernel's code.
 
     The SIGINT handler, the interruptible `time.sleep` and the output path of `print` are the
-    kernel's places where an interrupt lands; what the user called below them is not shown
-    either (it ran for the kernel). Frames of other libraries the cell called stay.
+    kernel's places where an interrupt lands; frames below them (the standard library the
+    kernel called) go with them. Frames of other libraries that the cell called stay.
     """
     return _cut(tb, _KERNEL_PREFIXES)
 
