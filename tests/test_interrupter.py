@@ -165,6 +165,18 @@ def main_cell(
     sent = threading.Event()
     monkeypatch.setattr(signal, "pthread_kill", lambda *args: sent.set())
     monkeypatch.setattr(interrupts, "_RUN_CODE", run_cell.__code__)
+    # The interrupter sends deferred interrupts again from threads of their own: the test
+    # waits for all of them before `pthread_kill` is real again, or one would hit pytest.
+    finished = threading.Semaphore(0)
+    send_again = Interrupter._send_again  # pyright: ignore[reportPrivateUsage]
+
+    def tracked(self: Interrupter, running: Running) -> None:
+        try:
+            send_again(self, running)
+        finally:
+            finished.release()
+
+    monkeypatch.setattr(Interrupter, "_send_again", tracked)
     interrupter = Interrupter()
     job = make_job()
     running = Running(job, threading.get_ident(), None, None, threading.Event())  # pyright: ignore[reportArgumentType]
@@ -172,6 +184,9 @@ def main_cell(
     token = current_job.set(job)
     yield interrupter, running, sent
     current_job.reset(token)
+    interrupter.remove(job)
+    for _ in range(running.deferred):
+        assert finished.acquire(timeout=TIMEOUT), "a deferred interrupt was not sent again"
 
 
 def test_in_output_code_looks_between_the_frame_and_the_cell() -> None:
