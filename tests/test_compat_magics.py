@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,14 +102,15 @@ def test_connect_info_gives_the_bare_name_in_the_runtime_dir() -> None:
 
     runtime = Path(jupyter_runtime_dir())
     runtime.mkdir(parents=True, exist_ok=True)
-    km = KernelManager(kernel_name="async", connection_file=str(runtime / "kernel-compat.json"))
+    name = f"kernel-{uuid.uuid4()}.json"
+    km = KernelManager(kernel_name="async", connection_file=str(runtime / name))
     km.start_kernel()
     kc = km.client()
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=60)
         _, named = connect_with_connect_info(Driver(kc))
-        assert named == "kernel-compat.json"
+        assert named == name
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
