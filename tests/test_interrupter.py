@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
 import signal
-import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -157,13 +157,32 @@ def run_cell(body: Callable[[], object]) -> object:
     return body()
 
 
+class Resent:
+    """Counts the SIGINTs the interrupter sends again (instead of sending them)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, *args: object) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait_for(self, count: int) -> bool:
+        """Wait until `count` were sent; False after `TIMEOUT` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count >= count, TIMEOUT)
+
+
 @pytest.fixture
-def main_cell(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[Interrupter, Running, threading.Event]]:
-    """An interrupter with one cell running in this thread, and a record of re-sent SIGINTs."""
-    sent = threading.Event()
-    monkeypatch.setattr(signal, "pthread_kill", lambda *args: sent.set())
+def main_cell(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Interrupter, Running, Resent]]:
+    """An interrupter with one cell running in this thread, and a record of re-sent SIGINTs.
+
+    Each test waits for the re-sends it causes, so none comes after the fixture is undone.
+    """
+    sent = Resent()
+    monkeypatch.setattr(signal, "pthread_kill", sent)
     monkeypatch.setattr(interrupts, "_RUN_CODE", run_cell.__code__)
     interrupter = Interrupter()
     job = make_job()
@@ -172,50 +191,53 @@ def main_cell(
     token = current_job.set(job)
     yield interrupter, running, sent
     current_job.reset(token)
+    interrupter.remove(job)
 
 
 def test_in_output_code_looks_between_the_frame_and_the_cell() -> None:
     stop = run_cell.__code__
-    inside = run_cell(lambda: _OUTPUT_NS["publish"](lambda: in_output_code(sys._getframe(), stop)))
-    assert inside is True
-    assert run_cell(lambda: in_output_code(sys._getframe(), stop)) is False
+
+    def here() -> bool:
+        return in_output_code(inspect.currentframe(), stop)
+
+    publish = _OUTPUT_NS["publish"]
+    assert run_cell(lambda: publish(here)) is True
+    assert run_cell(here) is False
     # Output code around the cell (the kernel's own, outside it) does not count.
-    assert (
-        _OUTPUT_NS["publish"](lambda: run_cell(lambda: in_output_code(sys._getframe(), stop)))
-        is False
-    )
+    assert publish(lambda: run_cell(here)) is False
 
 
 def test_an_interrupt_in_the_output_code_is_sent_again_once_the_cell_is_out(
-    main_cell: tuple[Interrupter, Running, threading.Event],
+    main_cell: tuple[Interrupter, Running, Resent],
 ) -> None:
     interrupter, running, sent = main_cell
 
     def handle() -> None:
-        interrupter.on_sigint(signal.SIGINT, sys._getframe())  # raises nothing here
+        interrupter.on_sigint(signal.SIGINT, inspect.currentframe())  # raises nothing here
 
     run_cell(lambda: _OUTPUT_NS["publish"](handle))
     assert running.deferred == 1
-    assert sent.wait(TIMEOUT), "the interrupt was not sent again"
+    assert sent.wait_for(1), "the interrupt was not sent again"
     assert list(interrupter._requests) == [frozenset({running.job})]  # pyright: ignore[reportPrivateUsage]
     # Out of the output code, it is raised at once.
     with pytest.raises(KeyboardInterrupt):
-        run_cell(lambda: interrupter.on_sigint(signal.SIGINT, sys._getframe()))
+        run_cell(lambda: interrupter.on_sigint(signal.SIGINT, inspect.currentframe()))
 
 
 def test_a_cell_that_never_leaves_the_output_code_is_interrupted_anyway(
-    main_cell: tuple[Interrupter, Running, threading.Event],
+    main_cell: tuple[Interrupter, Running, Resent],
 ) -> None:
-    interrupter, running, _ = main_cell
+    interrupter, running, sent = main_cell
 
     def handle() -> None:
-        interrupter.on_sigint(signal.SIGINT, sys._getframe())
+        interrupter.on_sigint(signal.SIGINT, inspect.currentframe())
 
     for _ in range(interrupts._DEFER_AT_MOST):  # pyright: ignore[reportPrivateUsage]
         run_cell(lambda: _OUTPUT_NS["publish"](handle))
     with pytest.raises(KeyboardInterrupt):
         run_cell(lambda: _OUTPUT_NS["publish"](handle))
     assert running.deferred == interrupts._DEFER_AT_MOST  # pyright: ignore[reportPrivateUsage]
+    assert sent.wait_for(interrupts._DEFER_AT_MOST)  # pyright: ignore[reportPrivateUsage]
 
 
 def test_wait_out_of_output_waits_for_a_thread_to_leave_it() -> None:
