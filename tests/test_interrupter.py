@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
@@ -12,13 +14,14 @@ import pytest
 from async_kernel._enums import Channel
 from async_kernel.output import _streams
 from async_kernel.requests import _interrupts as interrupts
-from async_kernel.requests._deferral import in_output_code, wait_out_of_output
+from async_kernel.requests._deferral import in_held_back_code, wait_out_of_held_back_code
 from async_kernel.requests._interrupts import Interrupter, Running
 from async_kernel.wire._job import ExecuteState, Job, current_job
 from async_kernel.wire._session import Message
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import FrameType
 
 TIMEOUT = 10.0
 
@@ -146,9 +149,24 @@ def test_interrupt_and_timeout_are_reported_in_one_place() -> None:
 
 # --- interrupts that land in the kernel's output code ----------------------------------------
 
-_OUTPUT_NS: dict[str, Any] = {}
-exec(  # a function that lives, as far as frames tell, in the kernel's output code
-    compile("def publish(then):\n    return then()\n", _streams.__file__, "exec"), _OUTPUT_NS
+
+def defined_in(filename: str, source: str) -> dict[str, Any]:
+    """Run `source` as if it were the file `filename`; return its namespace."""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace
+
+
+# Functions that live, as far as frames tell, in the kernel's output code and in asyncio.
+_OUTPUT = defined_in(
+    _streams.__file__,
+    "import sys\n"
+    "def publish(then):\n    return then(sys._getframe())\n"
+    "def hold(inside, leave):\n    inside.set()\n    leave.wait(30)\n",
+)
+_LOOP = defined_in(
+    os.path.join(os.path.dirname(asyncio.__file__), "tasks.py"),
+    "import sys\ndef sleep(then):\n    return then(sys._getframe())\n",
 )
 
 
@@ -194,17 +212,20 @@ def main_cell(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Interrupter, Ru
     interrupter.remove(job)
 
 
-def test_in_output_code_looks_between_the_frame_and_the_cell() -> None:
+def test_held_back_code_is_the_output_path_and_the_loops_between_the_frame_and_the_cell() -> None:
     stop = run_cell.__code__
 
-    def here() -> bool:
-        return in_output_code(inspect.currentframe(), stop)
+    def held(frame: FrameType | None) -> bool:
+        return in_held_back_code(frame, stop)
 
-    publish = _OUTPUT_NS["publish"]
-    assert run_cell(lambda: publish(here)) is True
-    assert run_cell(here) is False
+    publish, sleep = _OUTPUT["publish"], _LOOP["sleep"]
+    assert run_cell(lambda: publish(held)) is True
+    assert run_cell(lambda: sleep(held)) is True
+    assert run_cell(lambda: held(inspect.currentframe())) is False
     # Output code around the cell (the kernel's own, outside it) does not count.
-    assert publish(lambda: run_cell(here)) is False
+    assert publish(lambda _: run_cell(lambda: held(inspect.currentframe()))) is False
+    # Nor does output code that called back into the user's code, which blocks there.
+    assert run_cell(lambda: publish(lambda _: held(inspect.currentframe()))) is False
 
 
 def test_an_interrupt_in_the_output_code_is_sent_again_once_the_cell_is_out(
@@ -212,10 +233,10 @@ def test_an_interrupt_in_the_output_code_is_sent_again_once_the_cell_is_out(
 ) -> None:
     interrupter, running, sent = main_cell
 
-    def handle() -> None:
-        interrupter.on_sigint(signal.SIGINT, inspect.currentframe())  # raises nothing here
+    def handle(frame: FrameType | None) -> None:
+        interrupter.on_sigint(signal.SIGINT, frame)  # raises nothing here
 
-    run_cell(lambda: _OUTPUT_NS["publish"](handle))
+    run_cell(lambda: _OUTPUT["publish"](handle))
     assert running.deferred == 1
     assert sent.wait_for(1), "the interrupt was not sent again"
     assert list(interrupter._requests) == [frozenset({running.job})]  # pyright: ignore[reportPrivateUsage]
@@ -229,30 +250,30 @@ def test_a_cell_that_never_leaves_the_output_code_is_interrupted_anyway(
 ) -> None:
     interrupter, running, sent = main_cell
 
-    def handle() -> None:
-        interrupter.on_sigint(signal.SIGINT, inspect.currentframe())
+    def handle(frame: FrameType | None) -> None:
+        interrupter.on_sigint(signal.SIGINT, frame)
 
     for _ in range(interrupts._DEFER_AT_MOST):  # pyright: ignore[reportPrivateUsage]
-        run_cell(lambda: _OUTPUT_NS["publish"](handle))
+        run_cell(lambda: _OUTPUT["publish"](handle))
     with pytest.raises(KeyboardInterrupt):
-        run_cell(lambda: _OUTPUT_NS["publish"](handle))
+        run_cell(lambda: _OUTPUT["publish"](handle))
     assert running.deferred == interrupts._DEFER_AT_MOST  # pyright: ignore[reportPrivateUsage]
     assert sent.wait_for(interrupts._DEFER_AT_MOST)  # pyright: ignore[reportPrivateUsage]
 
 
-def test_wait_out_of_output_waits_for_a_thread_to_leave_it() -> None:
+def test_the_interrupter_waits_for_a_thread_to_leave_the_output_code() -> None:
     stop = run_cell.__code__
     inside, leave = threading.Event(), threading.Event()
 
     def cell() -> None:
-        _OUTPUT_NS["publish"](lambda: (inside.set(), leave.wait(TIMEOUT)))
+        _OUTPUT["hold"](inside, leave)
         leave.wait(TIMEOUT)  # out of the output code, still in the cell
 
     thread = threading.Thread(target=run_cell, args=(cell,))
     thread.start()
     assert inside.wait(TIMEOUT)
     assert thread.ident is not None
-    assert wait_out_of_output(thread.ident, stop) is False  # gave up after WAIT_AT_MOST
+    assert wait_out_of_held_back_code(thread.ident, stop) is False  # gave up after WAIT_AT_MOST
     leave.set()
-    assert wait_out_of_output(thread.ident, stop) is True
+    assert wait_out_of_held_back_code(thread.ident, stop) is True
     thread.join(TIMEOUT)
