@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import os
 import signal
-import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -12,13 +14,14 @@ import pytest
 from async_kernel._enums import Channel
 from async_kernel.output import _streams
 from async_kernel.requests import _interrupts as interrupts
-from async_kernel.requests._deferral import in_output_code, wait_out_of_output
+from async_kernel.requests._deferral import in_held_back_code, wait_out_of_held_back_code
 from async_kernel.requests._interrupts import Interrupter, Running
 from async_kernel.wire._job import ExecuteState, Job, current_job
 from async_kernel.wire._session import Message
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import FrameType
 
 TIMEOUT = 10.0
 
@@ -146,9 +149,24 @@ def test_interrupt_and_timeout_are_reported_in_one_place() -> None:
 
 # --- interrupts that land in the kernel's output code ----------------------------------------
 
-_OUTPUT_NS: dict[str, Any] = {}
-exec(  # a function that lives, as far as frames tell, in the kernel's output code
-    compile("def publish(then):\n    return then()\n", _streams.__file__, "exec"), _OUTPUT_NS
+
+def defined_in(filename: str, source: str) -> dict[str, Any]:
+    """Run `source` as if it were the file `filename`; return its namespace."""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace
+
+
+# Functions that live, as far as frames tell, in the kernel's output code and in asyncio.
+_OUTPUT = defined_in(
+    _streams.__file__,
+    "import sys\n"
+    "def publish(then):\n    return then(sys._getframe())\n"
+    "def hold(inside, leave):\n    inside.set()\n    leave.wait(30)\n",
+)
+_LOOP = defined_in(
+    os.path.join(os.path.dirname(asyncio.__file__), "tasks.py"),
+    "import sys\ndef sleep(then):\n    return then(sys._getframe())\n",
 )
 
 
@@ -157,26 +175,33 @@ def run_cell(body: Callable[[], object]) -> object:
     return body()
 
 
+class Resent:
+    """Counts the SIGINTs the interrupter sends again (instead of sending them)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, *args: object) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait_for(self, count: int) -> bool:
+        """Wait until `count` were sent; False after `TIMEOUT` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.count >= count, TIMEOUT)
+
+
 @pytest.fixture
-def main_cell(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[Interrupter, Running, threading.Event]]:
-    """An interrupter with one cell running in this thread, and a record of re-sent SIGINTs."""
-    sent = threading.Event()
-    monkeypatch.setattr(signal, "pthread_kill", lambda *args: sent.set())
+def main_cell(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Interrupter, Running, Resent]]:
+    """An interrupter with one cell running in this thread, and a record of re-sent SIGINTs.
+
+    Each test waits for the re-sends it causes, so none comes after the fixture is undone.
+    """
+    sent = Resent()
+    monkeypatch.setattr(signal, "pthread_kill", sent)
     monkeypatch.setattr(interrupts, "_RUN_CODE", run_cell.__code__)
-    # The interrupter sends deferred interrupts again from threads of their own: the test
-    # waits for all of them before `pthread_kill` is real again, or one would hit pytest.
-    finished = threading.Semaphore(0)
-    send_again = Interrupter._send_again  # pyright: ignore[reportPrivateUsage]
-
-    def tracked(self: Interrupter, running: Running) -> None:
-        try:
-            send_again(self, running)
-        finally:
-            finished.release()
-
-    monkeypatch.setattr(Interrupter, "_send_again", tracked)
     interrupter = Interrupter()
     job = make_job()
     running = Running(job, threading.get_ident(), None, None, threading.Event())  # pyright: ignore[reportArgumentType]
@@ -185,67 +210,70 @@ def main_cell(
     yield interrupter, running, sent
     current_job.reset(token)
     interrupter.remove(job)
-    for _ in range(running.deferred):
-        assert finished.acquire(timeout=TIMEOUT), "a deferred interrupt was not sent again"
 
 
-def test_in_output_code_looks_between_the_frame_and_the_cell() -> None:
+def test_held_back_code_is_the_output_path_and_the_loops_between_the_frame_and_the_cell() -> None:
     stop = run_cell.__code__
-    inside = run_cell(lambda: _OUTPUT_NS["publish"](lambda: in_output_code(sys._getframe(), stop)))
-    assert inside is True
-    assert run_cell(lambda: in_output_code(sys._getframe(), stop)) is False
+
+    def held(frame: FrameType | None) -> bool:
+        return in_held_back_code(frame, stop)
+
+    publish, sleep = _OUTPUT["publish"], _LOOP["sleep"]
+    assert run_cell(lambda: publish(held)) is True
+    assert run_cell(lambda: sleep(held)) is True
+    assert run_cell(lambda: held(inspect.currentframe())) is False
     # Output code around the cell (the kernel's own, outside it) does not count.
-    assert (
-        _OUTPUT_NS["publish"](lambda: run_cell(lambda: in_output_code(sys._getframe(), stop)))
-        is False
-    )
+    assert publish(lambda _: run_cell(lambda: held(inspect.currentframe()))) is False
+    # Nor does output code that called back into the user's code, which blocks there.
+    assert run_cell(lambda: publish(lambda _: held(inspect.currentframe()))) is False
 
 
 def test_an_interrupt_in_the_output_code_is_sent_again_once_the_cell_is_out(
-    main_cell: tuple[Interrupter, Running, threading.Event],
+    main_cell: tuple[Interrupter, Running, Resent],
 ) -> None:
     interrupter, running, sent = main_cell
 
-    def handle() -> None:
-        interrupter.on_sigint(signal.SIGINT, sys._getframe())  # raises nothing here
+    def handle(frame: FrameType | None) -> None:
+        interrupter.on_sigint(signal.SIGINT, frame)  # raises nothing here
 
-    run_cell(lambda: _OUTPUT_NS["publish"](handle))
+    run_cell(lambda: _OUTPUT["publish"](handle))
     assert running.deferred == 1
-    assert sent.wait(TIMEOUT), "the interrupt was not sent again"
+    assert sent.wait_for(1), "the interrupt was not sent again"
     assert list(interrupter._requests) == [frozenset({running.job})]  # pyright: ignore[reportPrivateUsage]
     # Out of the output code, it is raised at once.
     with pytest.raises(KeyboardInterrupt):
-        run_cell(lambda: interrupter.on_sigint(signal.SIGINT, sys._getframe()))
+        run_cell(lambda: interrupter.on_sigint(signal.SIGINT, inspect.currentframe()))
 
 
 def test_a_cell_that_never_leaves_the_output_code_is_interrupted_anyway(
-    main_cell: tuple[Interrupter, Running, threading.Event],
+    main_cell: tuple[Interrupter, Running, Resent],
 ) -> None:
-    interrupter, running, _ = main_cell
+    interrupter, running, sent = main_cell
 
-    def handle() -> None:
-        interrupter.on_sigint(signal.SIGINT, sys._getframe())
+    def handle(frame: FrameType | None) -> None:
+        interrupter.on_sigint(signal.SIGINT, frame)
 
     for _ in range(interrupts._DEFER_AT_MOST):  # pyright: ignore[reportPrivateUsage]
-        run_cell(lambda: _OUTPUT_NS["publish"](handle))
+        run_cell(lambda: _OUTPUT["publish"](handle))
     with pytest.raises(KeyboardInterrupt):
-        run_cell(lambda: _OUTPUT_NS["publish"](handle))
+        run_cell(lambda: _OUTPUT["publish"](handle))
     assert running.deferred == interrupts._DEFER_AT_MOST  # pyright: ignore[reportPrivateUsage]
+    assert sent.wait_for(interrupts._DEFER_AT_MOST)  # pyright: ignore[reportPrivateUsage]
 
 
-def test_wait_out_of_output_waits_for_a_thread_to_leave_it() -> None:
+def test_the_interrupter_waits_for_a_thread_to_leave_the_output_code() -> None:
     stop = run_cell.__code__
     inside, leave = threading.Event(), threading.Event()
 
     def cell() -> None:
-        _OUTPUT_NS["publish"](lambda: (inside.set(), leave.wait(TIMEOUT)))
+        _OUTPUT["hold"](inside, leave)
         leave.wait(TIMEOUT)  # out of the output code, still in the cell
 
     thread = threading.Thread(target=run_cell, args=(cell,))
     thread.start()
     assert inside.wait(TIMEOUT)
     assert thread.ident is not None
-    assert wait_out_of_output(thread.ident, stop) is False  # gave up after WAIT_AT_MOST
+    assert wait_out_of_held_back_code(thread.ident, stop) is False  # gave up after WAIT_AT_MOST
     leave.set()
-    assert wait_out_of_output(thread.ident, stop) is True
+    assert wait_out_of_held_back_code(thread.ident, stop) is True
     thread.join(TIMEOUT)

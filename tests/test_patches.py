@@ -149,6 +149,7 @@ async def test_a_signal_that_another_thread_receives_wakes_the_main_loop() -> No
     before = snapshot()
     patches, _, shell = install()
     caught: list[int] = []
+    sender = threading.Thread(target=signal_once_the_loop_sleeps)
     start = time.monotonic()
     try:
         with anyio.CancelScope() as scope:
@@ -158,7 +159,6 @@ async def test_a_signal_that_another_thread_receives_wakes_the_main_loop() -> No
                 scope.cancel()
 
             signal.signal(signal.SIGINT, handler)  # `restore` puts the original back
-            sender = threading.Thread(target=signal_once_the_loop_sleeps)
             sender.start()
             await anyio.sleep(TIMEOUT)
         sender.join(TIMEOUT)

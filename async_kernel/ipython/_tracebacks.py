@@ -9,44 +9,11 @@ is the cell and the user code it called, as ipykernel shows it.
 
 from __future__ import annotations
 
-import os
-import sys
 import types
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from async_kernel.requests._frames import KERNEL_PREFIXES, loop_prefixes
 
 __all__ = ("interrupt_from_cancellation", "without_kernel_frames")
-
-_KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-"""The `async_kernel` package: its frames never show in an interrupt's traceback."""
-
-_LOOP_PACKAGES = ("asyncio", "anyio", "trio", "sniffio", "outcome")
-"""Packages whose frames a cancellation passes through on its way into the cell."""
-
-
-def _prefixes(directories: Iterable[str]) -> tuple[str, ...]:
-    """Every spelling (as given, and with links resolved) of `directories`, ending in a slash."""
-    found: set[str] = set()
-    for directory in directories:
-        found.add(os.path.join(directory, ""))
-        found.add(os.path.join(os.path.realpath(directory), ""))
-    return tuple(sorted(found))
-
-
-_KERNEL_PREFIXES = _prefixes([_KERNEL_DIR])
-
-
-def _loop_prefixes() -> tuple[str, ...]:
-    """The kernel's directory and those of the event-loop packages imported so far."""
-    directories = [_KERNEL_DIR]
-    for name in _LOOP_PACKAGES:
-        module = sys.modules.get(name)
-        file = getattr(module, "__file__", None)
-        if isinstance(file, str):
-            directories.append(os.path.dirname(file))
-    return _prefixes(directories)
 
 
 def _cut(tb: types.TracebackType | None, prefixes: tuple[str, ...]) -> types.TracebackType | None:
@@ -73,7 +40,7 @@ def without_kernel_frames(tb: types.TracebackType | None) -> types.TracebackType
     kernel's places where an interrupt lands; frames below them (the standard library the
     kernel called) go with them. Frames of other libraries that the cell called stay.
     """
-    return _cut(tb, _KERNEL_PREFIXES)
+    return _cut(tb, KERNEL_PREFIXES)
 
 
 def interrupt_from_cancellation(
@@ -84,5 +51,5 @@ def interrupt_from_cancellation(
     The cancellation's traceback is cut where it enters the event loop (asyncio, anyio, trio)
     or the kernel, so it ends at the `await` of the user's code where the interrupt found it.
     """
-    cut = _cut(tb, _loop_prefixes())
+    cut = _cut(tb, KERNEL_PREFIXES + loop_prefixes())
     return KeyboardInterrupt().with_traceback(cut), cut

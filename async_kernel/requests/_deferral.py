@@ -1,9 +1,10 @@
-"""Interrupts that find a thread inside the kernel's output code wait until it is back out.
+"""Interrupts that find a cell inside the kernel's output code or an event loop's code wait.
 
 A `print` or a `display` in a cell runs the kernel's output path (streams, outbox, session,
-socket queue) in the cell's own thread. A `KeyboardInterrupt` raised in there could leave it
-half done (text taken from the buffer and never published), and its traceback would end in
-the kernel's code. So the interrupter waits until the thread has left that code:
+socket queue) in the cell's own thread, and an `await` runs some of the event loop's code
+there before the cell is suspended. A `KeyboardInterrupt` raised in there could leave it half
+done (text taken from the buffer and never published, a cancel scope entered and never left),
+and its traceback would end in that code. So the interrupter waits until the cell is out:
 
 * in the main thread, the SIGINT handler that finds the cell inside the output code raises
   nothing; a helper thread waits until the cell is out of it and sends SIGINT again;
@@ -19,20 +20,17 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from async_kernel.output import _routing, _stdio, _streams
-from async_kernel.wire import _json, _outbox, _session, _sockets
+from async_kernel.requests._frames import (
+    KERNEL_PREFIXES,
+    LIBRARY_PREFIXES,
+    OUTPUT_FILES,
+    loop_prefixes,
+)
 
 if TYPE_CHECKING:
     from types import CodeType, FrameType
 
-__all__ = ("WAIT_AT_MOST", "in_output_code", "wait_out_of_output")
-
-_OUTPUT_FILES = frozenset(
-    module.__file__
-    for module in (_routing, _stdio, _streams, _json, _outbox, _session, _sockets)
-    if module.__file__ is not None
-)
-"""The modules of the kernel's output path, which user code enters through print and display."""
+__all__ = ("WAIT_AT_MOST", "in_held_back_code", "wait_out_of_held_back_code")
 
 _WAIT_STEP = 0.001
 """Seconds between two looks at a thread that is still inside the output code."""
@@ -40,28 +38,34 @@ WAIT_AT_MOST = 0.25
 """Seconds an interrupt waits for a thread to leave the output code."""
 
 
-def in_output_code(frame: FrameType | None, stop_at: CodeType) -> bool:
-    """Whether `frame` is inside the kernel's output code, called by the cell.
+def in_held_back_code(frame: FrameType | None, stop_at: CodeType) -> bool:
+    """Whether `frame` is inside the kernel's output code or an event loop's, called by the cell.
 
-    Frames are followed outward from `frame` up to the one running `stop_at` (the frame that
-    runs the cell).
+    Frames are followed outward from `frame` (the innermost) up to the user's code: the cell,
+    or code of the user's own (not the standard library's, an installed package's or the
+    kernel's) that it called. The frame running `stop_at` (which runs the cell) ends the look
+    too: the loop and the kernel code around the cell do not count.
     """
+    loops = loop_prefixes()
     while frame is not None and frame.f_code is not stop_at:
-        if frame.f_code.co_filename in _OUTPUT_FILES:
+        name = frame.f_code.co_filename
+        if name in OUTPUT_FILES or name.startswith(loops):
             return True
+        if not name.startswith(KERNEL_PREFIXES + LIBRARY_PREFIXES):
+            return False  # the user's code, blocked in whatever it called
         frame = frame.f_back
     return False
 
 
-def wait_out_of_output(thread_id: int, stop_at: CodeType) -> bool:
-    """Wait until thread `thread_id` is out of the output code; False if it is still inside.
+def wait_out_of_held_back_code(thread_id: int, stop_at: CodeType) -> bool:
+    """Wait until thread `thread_id` is out of that code; False if it is still inside.
 
     Gives up after `WAIT_AT_MOST` seconds.
     """
     deadline = time.monotonic() + WAIT_AT_MOST
     while True:
         frame = sys._current_frames().get(thread_id)  # pyright: ignore[reportPrivateUsage]
-        inside = in_output_code(frame, stop_at)
+        inside = in_held_back_code(frame, stop_at)
         del frame  # a frame of another thread keeps its locals alive
         if not inside:
             return True

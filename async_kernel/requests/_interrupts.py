@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from IPython.core.interactiveshell import InteractiveShell
 
-from async_kernel.requests._deferral import in_output_code, wait_out_of_output
+from async_kernel.requests._deferral import in_held_back_code, wait_out_of_held_back_code
 from async_kernel.wire._job import current_job
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ class Interrupter:
             _thread.start_new_thread(self._interrupt_all, (elsewhere, awaiting))
         if here is None:
             return
-        if here.deferred < _DEFER_AT_MOST and in_output_code(frame, _RUN_CODE):
+        if here.deferred < _DEFER_AT_MOST and in_held_back_code(frame, _RUN_CODE):
             # Inside the kernel's output code (a `print`): sent again once the cell is out.
             here.deferred += 1
             _thread.start_new_thread(self._send_again, (here,))
@@ -208,7 +208,7 @@ class Interrupter:
 
     def _send_again(self, running: Running) -> None:
         """Interrupt `running` (in the main thread) again once it is out of the output code."""
-        wait_out_of_output(running.thread_id, _RUN_CODE)
+        wait_out_of_held_back_code(running.thread_id, _RUN_CODE)
         with self._lock:
             if self._running.get(running.job) is not running:
                 return
@@ -229,7 +229,7 @@ class Interrupter:
         tid = running.thread_id
         if tid != threading.get_ident():
             # Not inside the kernel's output code, which it would leave half done.
-            wait_out_of_output(tid, _RUN_CODE)
+            wait_out_of_held_back_code(tid, _RUN_CODE)
         # Under the lock, so the request cannot finish in between: once it has, its thread may
         # run the next cell, which must not get this interrupt.
         with self._lock:
