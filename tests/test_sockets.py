@@ -116,3 +116,21 @@ def test_stop_sends_what_is_queued_on_every_socket(
         )
     alive = {t.name for t in threading.enumerate()}
     assert not alive & {"async_kernel_io", "async_kernel_control_io"}
+
+
+def test_a_port_in_use_fails_the_start_and_leaves_no_thread() -> None:
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.ROUTER)
+    try:
+        port = taken.bind_to_random_port("tcp://127.0.0.1")
+        conn = ConnectionInfo(key=KEY, ports={Channel.control: port})
+        hub = SocketHub(conn, Session(KEY), lambda channel, msg: None)
+        with pytest.raises(RuntimeError, match="could not bind the kernel's sockets"):
+            hub.start()
+        hub.stop()
+        hub.context.term()  # every socket it made is closed, or this would hang
+    finally:
+        taken.close(linger=0)
+        ctx.term()
+    alive = {t.name for t in threading.enumerate()}
+    assert not alive & {"async_kernel_io", "async_kernel_control_io", "async_kernel_heartbeat"}

@@ -95,7 +95,12 @@ class KernelDisplayHook(DisplayHook):
                 "metadata": md_dict,
             }
             self.outbox.publish("execute_result", content)
-            self.log_output(format_dict)
+            executed = self.exec_result
+            info = executed.info if executed is not None else None
+            if info is None or info.store_history:
+                # A cell outside the history has no entry to log its output under: IPython
+                # would append it to the last stored cell's outputs, once per such execute.
+                self.log_output(format_dict)
 
 
 class KernelDisplayPublisher(DisplayPublisher):

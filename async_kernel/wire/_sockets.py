@@ -85,7 +85,7 @@ class SocketHub:
         assert self.on_message is not None, "SocketHub.on_message must be set before start()"
         try:
             socks = self._open()
-        except (zmq.ZMQError, OSError) as e:
+        except (zmq.ZMQBaseError, OSError) as e:
             msg = f"could not bind the kernel's sockets: {e}"
             raise RuntimeError(msg) from e
         for thread in (self.control_io, self.io):
