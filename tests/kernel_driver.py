@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from jupyter_client.blocking.client import BlockingKernelClient
+    from jupyter_client.manager import KernelManager
 
 __all__ = ("TIMEOUT", "Driver", "Received", "code")
 
@@ -204,6 +205,20 @@ class Driver:
         content = reply["content"]
         assert content["status"] == "ok", (code, content, self.errors(msg_id))
         return self.stdout(msg_id)
+
+    def create_subshell(self) -> str:
+        """Create a subshell over control; return its id."""
+        reply = self.reply(self.send("create_subshell_request", {}, channel="control"))
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return reply["content"]["subshell_id"]
+
+    def interrupt(self, km: KernelManager, how: str) -> None:
+        """Interrupt the kernel: by `"signal"` (SIGINT from the manager) or by message."""
+        if how == "signal":
+            km.interrupt_kernel()
+        else:
+            reply = self.reply(self.send("interrupt_request", {}, channel="control"))
+            assert reply["content"]["status"] == "ok", reply["content"]
 
     def errors(self, msg_id: str) -> list[str]:
         """The `ename: evalue` of error messages for `msg_id`, and stderr text."""

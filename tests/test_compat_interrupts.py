@@ -120,17 +120,7 @@ def driver(
 
 @pytest.fixture(scope="module")
 def subshell(driver: Driver) -> str:
-    reply = driver.reply(driver.send("create_subshell_request", {}, channel="control"))
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return reply["content"]["subshell_id"]
-
-
-def interrupt(km: KernelManager, d: Driver, how: str) -> None:
-    if how == "signal":
-        km.interrupt_kernel()
-    else:
-        reply = d.reply(d.send("interrupt_request", {}, channel="control"))
-        assert reply["content"]["status"] == "ok", reply["content"]
+    return driver.create_subshell()
 
 
 def run_interrupted(
@@ -143,7 +133,7 @@ def run_interrupted(
     header = {"subshell_id": subshell_id} if where == "subshell" else None
     msg_id = d.execute(source, header=header)
     d.wait_stdout(msg_id, MARKER)
-    interrupt(km, d, how)
+    d.interrupt(km, how)
     reply = d.reply(msg_id, timeout=TIMEOUT)["content"]
     errors = [m["content"] for _, m in d.got(msg_id).iopub if m["msg_type"] == "error"]
     return reply, errors

@@ -53,9 +53,7 @@ def driver(kernel: tuple[KernelManager, BlockingKernelClient]) -> Driver:
 @pytest.fixture(scope="module")
 def subshell(driver: Driver) -> str:
     """One subshell per kernel, shared by the tests of this module."""
-    reply = driver.reply(driver.send("create_subshell_request", {}, channel="control"))
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return reply["content"]["subshell_id"]
+    return driver.create_subshell()
 
 
 def execute(
@@ -83,15 +81,6 @@ def execute(
 def wait_running(d: Driver, msg_id: str) -> None:
     d.wait_for(msg_id, "execute_input")
     d.wait_stdout(msg_id, MARKER)
-
-
-def interrupt(kernel: tuple[KernelManager, BlockingKernelClient], d: Driver, how: str) -> None:
-    km, _ = kernel
-    if how == "signal":
-        km.interrupt_kernel()
-    else:
-        reply = d.reply(d.send("interrupt_request", {}, channel="control"))
-        assert reply["content"]["status"] == "ok", reply["content"]
 
 
 def answers(d: Driver, subshell_id: str | None = None) -> None:
@@ -125,7 +114,7 @@ def test_interrupt(
     msg_id = execute(d, source, subshell_id=subshell_id)
     wait_running(d, msg_id)
     start = time.monotonic()
-    interrupt(kernel, d, how)
+    d.interrupt(kernel[0], how)
     reply = d.reply(msg_id, timeout=TIMEOUT)["content"]
     elapsed = time.monotonic() - start
     assert elapsed < INTERRUPT_WITHIN, f"the reply took {elapsed:.2f}s"
@@ -147,8 +136,8 @@ def test_interrupt(
 def test_interrupt_with_nothing_running(
     kernel: tuple[KernelManager, BlockingKernelClient], driver: Driver
 ) -> None:
-    interrupt(kernel, driver, "message")
-    interrupt(kernel, driver, "signal")
+    driver.interrupt(kernel[0], "message")
+    driver.interrupt(kernel[0], "signal")
     answers(driver)
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from notebook_run import run_notebook
 
 NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
 BOTH_BACKENDS = ("async", "async-trio")
@@ -113,17 +112,6 @@ NOTEBOOKS = [
 """The notebooks to execute; extend this list."""
 
 
-def cell_text(cell: Any) -> str:
-    """The stream text and `text/plain` data of a code cell's outputs."""
-    parts = []
-    for output in cell.get("outputs", []):
-        if output["output_type"] == "stream":
-            parts.append(output["text"])
-        elif "data" in output:
-            parts.append(output["data"].get("text/plain", ""))
-    return "".join(parts)
-
-
 @pytest.mark.parametrize(
     ("case", "kernel_name"),
     [
@@ -134,18 +122,7 @@ def cell_text(cell: Any) -> str:
 )
 def test_notebook_runs_headless(case: NotebookCase, kernel_name: str) -> None:
     """Every code cell finishes; the expected cells print what the notebook promises."""
-    nb = nbformat.read(NOTEBOOK_DIR / case.name, as_version=4)
-    NotebookClient(nb, kernel_name=kernel_name, timeout=60).execute()
-    cells = {cell.get("id"): cell for cell in nb.cells}
-    for cell_id, texts in case.expect.items():
-        assert cell_id in cells, f"{case.name} has no cell {cell_id!r}"
-        output = cell_text(cells[cell_id])
-        for text in texts:
-            assert text in output, f"{case.name} cell {cell_id!r}: {text!r} not in {output!r}"
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            errors = [o for o in cell.outputs if o["output_type"] == "error"]
-            assert not errors, f"{case.name} cell {cell.get('id')!r} failed: {errors}"
+    run_notebook(NOTEBOOK_DIR / case.name, kernel_name, case.expect)
 
 
 def test_notebooks_have_no_stored_outputs() -> None:

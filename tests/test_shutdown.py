@@ -146,9 +146,7 @@ def test_shutdown_request_while_a_cell_runs(kernel_name: str, place: str) -> Non
     with own_kernel(kernel_name) as (km, d):
         header = None
         if place == "subshell":
-            created = d.reply(d.send("create_subshell_request", {}, channel="control"))
-            assert created["content"]["status"] == "ok", created["content"]
-            header = {"subshell_id": created["content"]["subshell_id"]}
+            header = {"subshell_id": d.create_subshell()}
         process = popen(km)
         cell = d.execute(PLACES[place], header=header)
         d.wait_stdout(cell, "started")
@@ -166,8 +164,7 @@ def test_queued_cells_are_aborted_not_run(kernel_name: str, where: str) -> None:
     with own_kernel(kernel_name) as (km, d):
         header = None
         if where == "subshell":
-            created = d.reply(d.send("create_subshell_request", {}, channel="control"))
-            header = {"subshell_id": created["content"]["subshell_id"]}
+            header = {"subshell_id": d.create_subshell()}
         process = popen(km)
         cell = d.execute(PLACES["time.sleep"], header=header)
         queued = d.execute('print("queued cell ran", flush=True)', header=header)
@@ -282,8 +279,7 @@ def orphan_exits_in_time(kernel_name: str, cell: str) -> None:
             d.run("import time")
             header = None
             if cell.startswith("subshell"):
-                created = d.reply(d.send("create_subshell_request", {}, channel="control"))
-                header = {"subshell_id": created["content"]["subshell_id"]}
+                header = {"subshell_id": d.create_subshell()}
             msg_id = d.execute(ORPHAN_CELLS[cell], header=header)
             d.wait_stdout(msg_id, "started")
             start = time.monotonic()

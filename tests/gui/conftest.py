@@ -9,6 +9,7 @@ is installed, and in CI) it fails them instead, so a check cannot pass by skippi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import select
@@ -92,44 +93,79 @@ def xvfb_display() -> Iterator[str]:
             server.wait(10)
 
 
-def start_gui_kernel(kernel_name: str, env: dict[str, str]) -> GuiKernel:
-    """Start a kernel with `env` added to the environment; return its manager and a driver."""
+@contextlib.contextmanager
+def gui_kernel(kernel_name: str, env: dict[str, str]) -> Iterator[GuiKernel]:
+    """A kernel started with `env` added to the environment: its manager and a driver."""
     from jupyter_client.manager import start_new_kernel
 
     km, kc = start_new_kernel(
         kernel_name=kernel_name, startup_timeout=60, env={**os.environ, **env}
     )
-    return km, Driver(kc)
-
-
-def stop_gui_kernel(kernel: GuiKernel) -> None:
-    """Close the client and shut the kernel down."""
-    km, driver = kernel
-    driver.kc.stop_channels()
-    km.shutdown_kernel(now=not km.is_alive())  # a kernel that is gone is only cleaned up
+    try:
+        yield km, Driver(kc)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=not km.is_alive())  # a kernel that is gone is only cleaned up
 
 
 @pytest.fixture(params=KERNELS, scope="module")
 def qt_kernel(request: pytest.FixtureRequest) -> Iterator[GuiKernel]:
     """A kernel (asyncio and trio) where Qt draws offscreen."""
     need("qt")
-    kernel = start_gui_kernel(request.param, {"QT_QPA_PLATFORM": "offscreen"})
-    try:
+    with gui_kernel(request.param, {"QT_QPA_PLATFORM": "offscreen"}) as kernel:
         yield kernel
-    finally:
-        stop_gui_kernel(kernel)
 
 
 @pytest.fixture(params=KERNELS, scope="module")
 def tk_kernel(request: pytest.FixtureRequest, xvfb_display: str) -> Iterator[GuiKernel]:
     """A kernel (asyncio and trio) with an Xvfb display for Tk (and Qt offscreen)."""
     need("tk")
-    env = {"DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "offscreen"}
-    kernel = start_gui_kernel(request.param, env)
-    try:
-        yield kernel
-    finally:
-        stop_gui_kernel(kernel)
+    with gui_kernel(request.param, {"DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "offscreen"}) as k:
+        yield k
+
+
+MPL_FIGURE = """
+import threading
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots()
+drawn = threading.Event()
+draws = []
+def on_draw(event):
+    draws.append(threading.current_thread().name)
+    drawn.set()
+fig.canvas.mpl_connect("draw_event", on_draw)
+ax.plot([1, 2])
+"""
+
+
+def check_matplotlib_window(d: Driver, backend: str, shown: tuple[str, str], new: str) -> None:
+    """`%matplotlib backend` draws on the main thread, and threads keep off its windows.
+
+    Args:
+        d: The kernel's driver.
+        backend: The matplotlib backend (`qt`, `tk`).
+        shown: An expression that says whether the figure's window is on screen, and what it
+            prints when it is.
+        new: Code that opens a new figure window (refused in a `##thread` cell).
+    """
+    d.run(f"%matplotlib {backend}")
+    d.run(MPL_FIGURE)
+    assert d.run("##thread\nprint(drawn.wait(10))") == "True\n"
+    expression, visible = shown
+    assert d.run(f"print({expression}, set(draws))") == f"{visible} {{'MainThread'}}\n"
+    # A new window from a thread: refused, with the reason.
+    reply = d.reply(d.execute(f"##thread\n{new}"))["content"]
+    assert reply["ename"] == "MainThreadRequired"
+    assert "main thread" in reply["evalue"]
+    # Plotting into the main thread's figure from a thread works: the redraw goes to main.
+    d.run("drawn.clear()")
+    d.run("##thread\nax.plot([2, 1])\nplt.draw()")
+    assert d.run("##thread\nprint(drawn.wait(10))") == "True\n"
+    assert d.run("print(len(ax.lines), set(draws))") == "2 {'MainThread'}\n"
+    # plt.pause and flush_events run the GUI from a cell (which blocks meanwhile).
+    assert d.run("plt.pause(0.05)\nfig.canvas.flush_events()\nprint('ok')") == "ok\n"
+    d.run("plt.close('all')\n%matplotlib inline")
+    assert d.run(PLAIN_LOOP_CHECK) == "None []\n"
 
 
 def idle_cost(pid: int, seconds: float) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import KERNELS, need, start_gui_kernel, stop_gui_kernel
+from conftest import KERNELS, gui_kernel, need
 from kernel_driver import code
 from kernel_process import wait_gone
 
@@ -30,12 +30,8 @@ pytestmark = pytest.mark.timeout(120)
 def fresh(request: pytest.FixtureRequest, xvfb_display: str) -> Iterator[GuiKernel]:
     """A new kernel (asyncio and trio) with an Xvfb display and Qt offscreen."""
     need("tk", "qt")
-    env = {"DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "offscreen"}
-    kernel = start_gui_kernel(request.param, env)
-    try:
-        yield kernel
-    finally:
-        stop_gui_kernel(kernel)
+    with gui_kernel(request.param, {"DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "offscreen"}) as k:
+        yield k
 
 
 @pytest.mark.parametrize("toolkit", ["qt", "tk"])
@@ -96,16 +92,12 @@ def test_switching_between_toolkits_at_run_time(fresh: GuiKernel) -> None:
 
 def test_qt_that_cannot_start_is_an_error_not_a_crash() -> None:
     need("qt")
-    kernel = start_gui_kernel("async", {"QT_QPA_PLATFORM": "no-such-qpa"})
-    try:
-        _, d = kernel
+    with gui_kernel("async", {"QT_QPA_PLATFORM": "no-such-qpa"}) as (_, d):
         reply = d.reply(d.execute("get_ipython().enable_gui('qt')"))["content"]
         assert reply["ename"] == "RuntimeError"
         assert "would abort the kernel" in reply["evalue"]
         assert "no-such-qpa" in reply["evalue"]
         assert d.run("print(get_ipython().active_eventloop)") == "None\n"
-    finally:
-        stop_gui_kernel(kernel)
 
 
 def _ipythons_error(gui: str, env: dict[str, str]) -> str:
@@ -140,9 +132,7 @@ def test_a_missing_toolkit_fails_as_in_ipython(gui: str, env: dict[str, str]) ->
     if gui == "qt6" and importlib.util.find_spec("PySide6") is not None:
         pytest.skip("PySide6 is installed")
     expected = _ipythons_error(gui, env)
-    kernel = start_gui_kernel("async", {"QT_QPA_PLATFORM": "offscreen", **env})
-    try:
-        _, d = kernel
+    with gui_kernel("async", {"QT_QPA_PLATFORM": "offscreen", **env}) as (_, d):
         # The shell method raises the error; `%gui` prints it (IPython's magic logs it). Once
         # only for Qt: IPython's first attempt leaves the binding's choice changed.
         reply = d.reply(d.execute(f"get_ipython().enable_gui({gui!r})"))["content"]
@@ -156,5 +146,3 @@ def test_a_missing_toolkit_fails_as_in_ipython(gui: str, env: dict[str, str]) ->
         start = time.perf_counter()
         d.reply(d.send("kernel_info_request", {}))
         assert time.perf_counter() - start < 5
-    finally:
-        stop_gui_kernel(kernel)

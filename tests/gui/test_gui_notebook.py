@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
-import nbformat
 import pytest
 from conftest import KERNELS, need
-from nbclient import NotebookClient
+from notebook_run import run_notebook
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,27 +32,11 @@ EXPECT = {
 }
 
 
-def _text(cell: Any) -> str:
-    parts = []
-    for output in cell.get("outputs", []):
-        if output["output_type"] == "stream":
-            parts.append(output["text"])
-        elif "data" in output:
-            parts.append(output["data"].get("text/plain", ""))
-    return "".join(parts)
-
-
 @pytest.mark.parametrize("kernel_name", KERNELS)
 def test_gui_notebook_runs_headless(kernel_name: str) -> None:
     need("xvfb", "tk", "qt")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "QT_QPA_PLATFORM")}
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, kernel_name=kernel_name, timeout=60).execute(env=env)
-    cells = {cell.get("id"): cell for cell in nb.cells}
-    for cell_id, texts in EXPECT.items():
-        output = _text(cells[cell_id])
-        for text in texts:
-            assert text in output, f"cell {cell_id!r}: {text!r} not in {output!r}"
+    cells = run_notebook(NOTEBOOK, kernel_name, EXPECT, env=env)
     images = [
         o for cell_id in ("mpl-drawn", "qt-await") for o in cells[cell_id].outputs if "data" in o
     ]

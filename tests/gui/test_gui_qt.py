@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import PLAIN_LOOP_CHECK, idle_cost
+from conftest import PLAIN_LOOP_CHECK, check_matplotlib_window, idle_cost
 from kernel_driver import code
 
 if TYPE_CHECKING:
@@ -167,10 +167,7 @@ def test_interrupt_while_the_qt_loop_runs(qt_kernel: GuiKernel, how: str) -> Non
     mid = d.execute('print("waiting", flush=True)\nawait anyio.sleep(60)')
     d.wait_stdout(mid, "waiting")
     start = time.monotonic()
-    if how == "signal":
-        km.interrupt_kernel()
-    else:
-        d.reply(d.send("interrupt_request", {}, channel="control"))
+    d.interrupt(km, how)
     reply = d.reply(mid)
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
@@ -180,36 +177,6 @@ def test_interrupt_while_the_qt_loop_runs(qt_kernel: GuiKernel, how: str) -> Non
 
 
 def test_matplotlib_qt_figure_draws_and_threads_keep_off_its_window(qt_kernel: GuiKernel) -> None:
-    _, d = qt_kernel
-    d.run("%matplotlib qt")
-    d.run(
-        code("""
-        import threading
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots()
-        drawn = threading.Event()
-        draws = []
-        def on_draw(event):
-            draws.append(threading.current_thread().name)
-            drawn.set()
-        fig.canvas.mpl_connect("draw_event", on_draw)
-        ax.plot([1, 2])
-    """)
+    check_matplotlib_window(
+        qt_kernel[1], "qt", ("fig.canvas.manager.window.isVisible()", "True"), "plt.figure()"
     )
-    assert d.run("##thread\nprint(drawn.wait(10))") == "True\n"
-    out = d.run("print(fig.canvas.manager.window.isVisible(), set(draws))")
-    assert out == "True {'MainThread'}\n"
-    # A new window from a thread: refused, with the reason.
-    mid = d.execute("##thread\nplt.figure()")
-    reply = d.reply(mid)["content"]
-    assert reply["ename"] == "MainThreadRequired"
-    assert "main thread" in reply["evalue"]
-    # Plotting into the main thread's figure from a thread works: the redraw goes to main.
-    d.run("drawn.clear()")
-    d.run("##thread\nax.plot([2, 1])\nplt.draw()")
-    assert d.run("##thread\nprint(drawn.wait(10))") == "True\n"
-    assert d.run("print(len(ax.lines), set(draws))") == "2 {'MainThread'}\n"
-    # plt.pause and flush_events run the GUI from a cell (which blocks meanwhile).
-    assert d.run("plt.pause(0.05)\nfig.canvas.flush_events()\nprint('ok')") == "ok\n"
-    d.run("plt.close('all')\n%matplotlib inline")
-    assert d.run(PLAIN_LOOP_CHECK) == "None []\n"

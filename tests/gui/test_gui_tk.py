@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import PLAIN_LOOP_CHECK
+from conftest import PLAIN_LOOP_CHECK, check_matplotlib_window
 from kernel_driver import code
 
 if TYPE_CHECKING:
@@ -95,33 +95,6 @@ def test_gui_off_stops_tk_and_on_again_picks_up(tk_kernel: GuiKernel) -> None:
 
 
 def test_matplotlib_tk_figure_draws_and_threads_keep_off_its_window(tk_kernel: GuiKernel) -> None:
-    _, d = tk_kernel
-    d.run("%matplotlib tk")
-    d.run(
-        code("""
-        import threading
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots()
-        drawn = threading.Event()
-        draws = []
-        def on_draw(event):
-            draws.append(threading.current_thread().name)
-            drawn.set()
-        fig.canvas.mpl_connect("draw_event", on_draw)
-        ax.plot([1, 2])
-    """)
+    check_matplotlib_window(
+        tk_kernel[1], "tk", ("fig.canvas.manager.window.winfo_ismapped()", "1"), "plt.subplots()"
     )
-    assert d.run("##thread\nprint(drawn.wait(10))") == "True\n"
-    out = d.run("print(fig.canvas.manager.window.winfo_ismapped(), set(draws))")
-    assert out == "1 {'MainThread'}\n"
-    mid = d.execute("##thread\nplt.subplots()")
-    reply = d.reply(mid)["content"]
-    assert reply["ename"] == "MainThreadRequired"
-    assert "main thread" in reply["evalue"]
-    d.run("drawn.clear()")
-    d.run("##thread\nax.plot([2, 1])\nplt.draw()")
-    assert d.run("##thread\nprint(drawn.wait(10))") == "True\n"
-    assert d.run("print(len(ax.lines), set(draws))") == "2 {'MainThread'}\n"
-    assert d.run("plt.pause(0.05)\nfig.canvas.flush_events()\nprint('ok')") == "ok\n"
-    d.run("plt.close('all')\n%matplotlib inline")
-    assert d.run(PLAIN_LOOP_CHECK) == "None []\n"
