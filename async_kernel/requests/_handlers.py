@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import IPython
-from IPython.core.history import HistoryAccessor
 from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult, InteractiveShell
 
 from async_kernel._enums import Channel
 from async_kernel._version import __version__
 from async_kernel.callers._caller import Caller
 from async_kernel.output._routing import set_latest_execute
+from async_kernel.requests import _introspection as introspection
 from async_kernel.requests._interrupts import Running
 from async_kernel.requests._usercontext import UserContexts
 from async_kernel.wire._job import ExecuteState, error_content
@@ -275,97 +275,23 @@ class RequestHandlers:
 
         return self.timers.call_later(seconds, expire)
 
-    # --- introspection ---------------------------------------------------------------------
+    # --- introspection (the replies are built in `_introspection`) -------------------------
 
     def complete_request(self, job: Job) -> dict[str, Any]:
         """Complete the code at the cursor."""
-        from IPython.core.completer import provisionalcompleter, rectify_completions
-
-        code = str(job.content.get("code", ""))
-        cursor = job.content.get("cursor_pos")
-        cursor = len(code) if cursor is None else int(cursor)
-        with provisionalcompleter():
-            raw = self.shell.Completer.completions(code, cursor)  # pyright: ignore[reportOptionalMemberAccess]
-            completions = list(rectify_completions(code, raw))
-        start = completions[0].start if completions else cursor
-        end = completions[0].end if completions else cursor
-        types = [
-            {
-                "start": c.start,
-                "end": c.end,
-                "text": c.text,
-                "type": c.type,
-                "signature": c.signature,
-            }
-            for c in completions
-        ]
-        return _ok(
-            matches=[c.text for c in completions],
-            cursor_start=start,
-            cursor_end=end,
-            metadata={"_jupyter_types_experimental": types},
-        )
+        return introspection.complete(self.shell, job.content)
 
     def inspect_request(self, job: Job) -> dict[str, Any]:
         """Describe the object at the cursor (`obj?` / Shift+Tab)."""
-        from IPython.utils.tokenutil import token_at_cursor
-
-        code = str(job.content.get("code", ""))
-        cursor = job.content.get("cursor_pos")
-        name = token_at_cursor(code, len(code) if cursor is None else int(cursor))
-        try:
-            data = self.shell.object_inspect_mime(
-                name, detail_level=int(job.content.get("detail_level", 0))
-            )
-        except KeyError:
-            return _ok(found=False, data={}, metadata={})
-        if not self.shell.enable_html_pager:
-            data.pop("text/html", None)
-        return _ok(found=True, data=data, metadata={})
+        return introspection.inspect(self.shell, job.content)
 
     def is_complete_request(self, job: Job) -> dict[str, Any]:
         """Say whether the code is complete, incomplete (with the indent) or invalid."""
-        code = str(job.content.get("code", ""))
-        status, indent = self.shell.input_transformer_manager.check_complete(code)
-        content: dict[str, Any] = {"status": status}
-        if status == "incomplete":
-            content["indent"] = " " * (indent or 0)
-        return content
+        return introspection.is_complete(self.shell, job.content)
 
     def history_request(self, job: Job) -> dict[str, Any]:
         """Return past input (and output): the tail, a range, or a search."""
-        c = job.content
-        history = self.shell.history_manager
-        assert history is not None
-        raw, output = bool(c.get("raw", True)), bool(c.get("output", False))
-        match c.get("hist_access_type", "tail"):
-            case "tail":
-                items = history.get_tail(
-                    int(c.get("n") or 10), raw=raw, output=output, include_latest=True
-                )
-            case "range":
-                session = int(c.get("session", 0))
-                if session <= 0:  # 0 is the current session, -1 the one before, ...
-                    session += history.session_number
-                # From the database, where each line is stored under its execution count:
-                # `history.get_range` reads the current session from a list indexed by arrival,
-                # which drifts from the counts once subshells or concurrent cells store input.
-                history.writeout_cache()
-                items = HistoryAccessor.get_range(
-                    history, session, int(c.get("start", 0)), c.get("stop"), raw=raw, output=output
-                )
-            case "search":
-                items = history.search(
-                    str(c.get("pattern", "*")),
-                    raw=raw,
-                    output=output,
-                    n=c.get("n"),
-                    unique=bool(c.get("unique")),
-                )
-            case other:
-                msg = f"unknown hist_access_type {other!r}: use 'tail', 'range' or 'search'"
-                raise ValueError(msg)
-        return _ok(history=[list(item) for item in items])
+        return introspection.history(self.shell, job.content)
 
     # --- comms -----------------------------------------------------------------------------
 
