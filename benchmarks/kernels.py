@@ -32,7 +32,9 @@ __all__ = (
     "write_kernelspecs",
 )
 
-CHANNELS = ("shell", "iopub", "control")
+CHANNELS = ("control", "shell", "iopub")
+"""In poll order: control replies are read (and time-stamped) before a backlog of shell replies
+and iopub messages, so the client's own queue does not count as control latency."""
 DELIM = b"<IDS|MSG>"
 #: Most messages taken from one socket per poll, so one busy channel cannot starve another.
 BATCH = 256
