@@ -113,7 +113,7 @@ def test_tk_switches_on_and_off() -> None:
         assert main.enable("asyncio", cast("InteractiveShell", shell)) == "asyncio"
         assert loop.hook_selector.runner is None
         main.enable("tk", cast("InteractiveShell", shell))
-        main.stop()
+        main.disable()
         assert loop.hook_selector.runner is None
 
     with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
@@ -283,7 +283,7 @@ def test_the_same_toolkit_again_keeps_its_hook() -> None:
         runner = loop.hook_selector.runner
         main.enable("tk", _shell())
         assert loop.hook_selector.runner is runner  # not detached and attached again
-        main.stop()
+        main.disable()
 
     with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
         runner.run(main())

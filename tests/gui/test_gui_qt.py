@@ -38,6 +38,13 @@ def test_a_timer_fires_while_the_kernel_is_idle(qt_kernel: GuiKernel) -> None:
     assert d.run("print(get_ipython().active_eventloop)") == "qt\n"
 
 
+def test_gui_in_a_thread_cell_names_the_main_thread(qt_kernel: GuiKernel) -> None:
+    _, d = qt_kernel
+    reply = d.reply(d.execute("##thread\nget_ipython().enable_gui('qt')"))["content"]
+    assert reply["ename"] == "RuntimeError"
+    assert "main thread" in reply["evalue"]
+
+
 def test_the_gui_runs_while_a_cell_awaits(qt_kernel: GuiKernel) -> None:
     _, d = qt_kernel
     d.run(SETUP)
