@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import PLAIN_LOOP_CHECK, idle_cost
+from conftest import PLAIN_LOOP_CHECK, idle_cost, kernel_info_times
 from kernel_driver import code
 
 if TYPE_CHECKING:
@@ -130,11 +130,7 @@ def test_kernel_info_stays_fast_while_the_qt_loop_runs(qt_kernel: GuiKernel) -> 
     """)
     )
     before = int(d.run("print(len(ticks))"))
-    times = []
-    for _ in range(30):
-        start = time.perf_counter()
-        d.reply(d.send("kernel_info_request", {}))
-        times.append(time.perf_counter() - start)
+    times = kernel_info_times(d)
     after = int(d.run("ticker.stop()\nprint(len(ticks))"))
     assert after > before  # the GUI ran all along
     assert statistics.median(times) < 0.020, sorted(times)
