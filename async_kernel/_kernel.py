@@ -22,8 +22,7 @@ from async_kernel._patches import ProcessPatches
 from async_kernel._settings import KernelSettings
 from async_kernel.callers._caller import Caller
 from async_kernel.callers._workers import Worker
-from async_kernel.ipython._gui import main_gui
-from async_kernel.ipython._gui_loops import main_loop_options
+from async_kernel.ipython._gui_loops import detach_all, main_loop_options
 from async_kernel.output import _routing as routing
 from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
@@ -238,7 +237,7 @@ class Kernel(KernelSettings):
         Each step runs even if an earlier one failed; failures are logged.
         """
         for step in (
-            main_gui.stop,  # the main loop waits plainly again while the rest shuts down
+            detach_all,  # a GUI's input hook: the main loop waits plainly while it shuts down
             self.stdio.flush,  # drains the fd capture, then flushes the streams
             self.subshells.stop_all,
             Worker.stop_all,

@@ -113,7 +113,7 @@ def test_tk_switches_on_and_off() -> None:
         assert main.enable("asyncio", cast("InteractiveShell", shell)) == "asyncio"
         assert loop.hook_selector.runner is None
         main.enable("tk", cast("InteractiveShell", shell))
-        main.stop()
+        main.disable()
         assert loop.hook_selector.runner is None
 
     with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
@@ -283,7 +283,35 @@ def test_the_same_toolkit_again_keeps_its_hook() -> None:
         runner = loop.hook_selector.runner
         main.enable("tk", _shell())
         assert loop.hook_selector.runner is runner  # not detached and attached again
-        main.stop()
+        main.disable()
 
     with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
         runner.run(main())
+
+
+def test_a_failing_hook_turns_the_gui_off_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(context: object) -> None:
+        raise OSError("the toolkit's display went away")
+
+    monkeypatch.setattr(gui, "_prepare", lambda name: (broken, None))
+    shell = FakeShell()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, InputHookEventLoop)
+        main = MainGui()
+        shell.active_eventloop = main.enable("wx", cast("InteractiveShell", shell))
+        assert shell.active_eventloop == "wx"
+        await asyncio.sleep(0.01)  # the loop waits: the hook runs and fails
+        assert main.active is None
+        assert shell.active_eventloop is None
+        assert loop.hook_selector.runner is None
+        await asyncio.sleep(0.01)  # a plain wait now
+
+    with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
+        runner.run(main())
+    err = capsys.readouterr().err
+    assert "The wx event loop failed (OSError: the toolkit's display went away)" in err
+    assert "%gui wx" in err

@@ -19,7 +19,12 @@ import pytest
 
 import async_kernel.ipython._gui_loops as gui_loops
 import async_kernel.ipython._inputhook as inputhook
-from async_kernel.ipython._gui_loops import InputHookEventLoop, attach, main_loop_options
+from async_kernel.ipython._gui_loops import (
+    InputHookEventLoop,
+    attach,
+    detach_all,
+    main_loop_options,
+)
 from async_kernel.ipython._inputhook import HookContext, HookRunner
 
 if TYPE_CHECKING:
@@ -85,6 +90,7 @@ def test_all_is_declared() -> None:
         "InputHookEventLoop",
         "LoopHook",
         "attach",
+        "detach_all",
         "main_loop_options",
     }
 
@@ -297,6 +303,23 @@ def test_asyncio_work_scheduled_by_a_gui_callback_starts_at_once() -> None:
 
     with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
         runner.run(main())
+
+
+def test_detach_all_leaves_the_plain_loop() -> None:
+    """What the kernel does at shutdown, whatever `%gui` left on."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, InputHookEventLoop)
+        attach(BlockingHook(), on_failure=print)
+        detach_all()
+        assert loop.hook_selector.runner is None
+        assert "call_soon" not in vars(loop)
+        detach_all()  # nothing left: harmless
+
+    with asyncio.Runner(loop_factory=InputHookEventLoop) as runner:
+        runner.run(main())
+    assert not any(t.name == "async_kernel_gui_watcher" for t in threading.enumerate())
 
 
 def test_attach_refuses_a_loop_the_kernel_did_not_build() -> None:

@@ -219,10 +219,6 @@ class MainGui:
         if loop is not None:
             loop.detach()
 
-    def stop(self) -> None:
-        """At kernel shutdown: detach (the loop shuts down plainly)."""
-        self.disable()
-
     def _asyncio(self) -> str:
         """`%gui asyncio`: the main loop is asyncio already; only the GUI hook goes."""
         try:

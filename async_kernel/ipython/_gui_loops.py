@@ -20,19 +20,27 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from async_kernel.ipython._inputhook import HookRunner
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from _typeshed import FileDescriptorLike
 
     from async_kernel._enums import Backend
-    from async_kernel.ipython._inputhook import HookContext
+    from async_kernel.ipython._inputhook import HookContext, HookRunner
 
-__all__ = ("HookSelector", "InputHookEventLoop", "LoopHook", "attach", "main_loop_options")
+__all__ = (
+    "HookSelector",
+    "InputHookEventLoop",
+    "LoopHook",
+    "attach",
+    "detach_all",
+    "main_loop_options",
+)
 
 log = logging.getLogger("async_kernel")
+
+_attached: set[LoopHook] = set()
+"""The hooks attached now (the kernel detaches what is left when it stops)."""
 
 
 class HookSelector(selectors.BaseSelector):
@@ -141,6 +149,7 @@ class LoopHook:
 
     def detach(self) -> None:
         """Take the runner off the loop, stop its watcher and give back the wake-up fd."""
+        _attached.discard(self)
         while self._undo:
             step = self._undo.pop()
             try:
@@ -215,6 +224,12 @@ def _give_back_wakeup_fd(pair: tuple[socket.socket, socket.socket]) -> None:
         sock.close()
 
 
+def detach_all() -> None:
+    """Detach every hook still attached (at kernel shutdown: the loop ends plainly)."""
+    for hook in list(_attached):
+        hook.detach()
+
+
 def attach(
     hook: Callable[[HookContext], object], *, on_failure: Callable[[BaseException], object]
 ) -> LoopHook:
@@ -223,6 +238,16 @@ def attach(
     Raises:
         RuntimeError: The loop is not one the kernel built for this (asyncio).
     """
+    attached = _attach(hook, on_failure)
+    _attached.add(attached)
+    return attached
+
+
+def _attach(
+    hook: Callable[[HookContext], object], on_failure: Callable[[BaseException], object]
+) -> LoopHook:
+    from async_kernel.ipython._inputhook import HookRunner  # only once a GUI is turned on
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -168,6 +168,21 @@ def check_matplotlib_window(d: Driver, backend: str, shown: tuple[str, str], new
     assert d.run(PLAIN_LOOP_CHECK) == "None []\n"
 
 
+def kernel_info_times(driver: Driver, *, count: int = 30, seconds: float = 0.5) -> list[float]:
+    """Round trips of kernel_info_request, one after another: at least `count`, for `seconds`.
+
+    Long enough that a GUI timer firing every few ms fires during them even when other
+    processes load the machine.
+    """
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < count or time.perf_counter() < end:
+        start = time.perf_counter()
+        driver.reply(driver.send("kernel_info_request", {}))
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def idle_cost(pid: int, seconds: float) -> tuple[float, float]:
     """CPU seconds per second and context switches per second of process `pid`, left alone."""
 
