@@ -160,6 +160,7 @@ class Kernel(KernelSettings):
             )
             self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)
             self._wire(self.connection)
+            self._start_shell()
             if self.connection.key_generated:
                 log.warning(
                     "the connection file %s has no key: messages are signed with a random key, "
@@ -181,6 +182,7 @@ class Kernel(KernelSettings):
         """Build the message path and install the process-wide patches."""
         from async_kernel.ipython._compat import ZMQInteractiveShell
         from async_kernel.ipython._magics import KernelMagics
+        from async_kernel.ipython._startup import profile_dir
 
         self.hub = SocketHub(connection, self.session)
         self.outbox = Outbox(self.session, self.hub.send, routing.current_parent)
@@ -192,7 +194,9 @@ class Kernel(KernelSettings):
             fd_parent=self.interrupter.sole_job,
         )
         self.stdio.start(self.log_level)
-        self.shell = ZMQInteractiveShell.instance(parent=self, kernel=self, outbox=self.outbox)
+        self.shell = ZMQInteractiveShell.instance(
+            parent=self, kernel=self, outbox=self.outbox, profile_dir=profile_dir(self.profile)
+        )
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
         stdin = StdinBroker(self.outbox, self.stdio.flush)
@@ -230,6 +234,12 @@ class Kernel(KernelSettings):
             switch_interval=self.switch_interval,
             on_terminate=self.stop,
         )
+
+    def _start_shell(self) -> None:
+        """Run IPython's start-up steps: extensions, startup files, `exec_lines`, `matplotlib`."""
+        from async_kernel.ipython._startup import KernelStartup
+
+        KernelStartup(self.shell, self.config).run()
 
     def _teardown(self) -> None:
         """Send the output, stop subshells and workers, send what they left, close the sockets.

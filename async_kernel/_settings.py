@@ -55,6 +55,10 @@ class KernelSettings(SingletonConfigurable):
         3.0, help="Seconds a shutdown waits for interrupted code to end before exiting anyway."
     ).tag(config=True)
     """How long a shutdown (or SIGTERM, or the launcher's death) waits for running code."""
+    profile = Unicode(
+        "default", help="The IPython profile: its startup files, extensions and history."
+    ).tag(config=True)
+    """The IPython profile (`async-kernel start --profile NAME` also reads its config files)."""
     log_level = CaselessStrEnum(
         ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
     ).tag(config=True)

@@ -43,6 +43,7 @@ __all__ = (
 
 CONFIG_FILE_NAME = "async_kernel_config"
 """The base name of the config files read by `start` (`.py` and `.json`)."""
+_IPYTHON_CONFIG_FILE_NAMES = ("ipython_config", "ipython_kernel_config")
 
 _SETTING_RE = re.compile(r"--[A-Za-z_]\w*\.[A-Za-z_]\w*=.*", re.DOTALL)
 _WITH_SETTINGS = frozenset({"install", "start"})
@@ -68,15 +69,22 @@ def config_dirs() -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
-def load_config(settings: Sequence[str] = (), *, dirs: Sequence[Path] | None = None) -> Config:
+def load_config(
+    settings: Sequence[str] = (),
+    *,
+    dirs: Sequence[Path] | None = None,
+    profile: Path | None = None,
+) -> Config:
     """Build the kernel's configuration from config files and command-line settings.
 
-    Settings win over files, a stronger directory over a weaker one, and within one directory
-    `async_kernel_config.json` over `async_kernel_config.py`.
+    Settings win over files, a stronger directory over a weaker one, the kernel's own files
+    over the IPython profile's, and within one directory a `.json` file over a `.py` file.
 
     Args:
         settings: Arguments of the form `--Class.trait=value`.
         dirs: The config directories, strongest first; `config_dirs()` by default.
+        profile: An IPython profile directory: its `ipython_config` and then
+            `ipython_kernel_config` files are read first, as ipykernel reads them.
 
     Returns:
         The merged configuration.
@@ -94,9 +102,13 @@ def load_config(settings: Sequence[str] = (), *, dirs: Sequence[Path] | None = N
 
     config = Config()
     loaders = ((".py", PyFileConfigLoader), (".json", JSONFileConfigLoader))  # later ones win
-    for directory in reversed(config_dirs() if dirs is None else dirs):
+    files: list[tuple[Path, str]] = []
+    if profile is not None:
+        files += [(profile, name) for name in _IPYTHON_CONFIG_FILE_NAMES]
+    files += [(d, CONFIG_FILE_NAME) for d in reversed(config_dirs() if dirs is None else dirs)]
+    for directory, base in files:
         for suffix, loader_class in loaders:
-            path = directory / f"{CONFIG_FILE_NAME}{suffix}"
+            path = directory / f"{base}{suffix}"
             if not path.is_file():
                 continue
             try:
@@ -191,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     start = commands.add_parser(
         "start",
         help="start the kernel (Jupyter does this)",
-        usage="%(prog)s [-h] -f CONNECTION_FILE [--Class.trait=value ...]",
+        usage="%(prog)s [-h] -f CONNECTION_FILE [--profile NAME] [--Class.trait=value ...]",
         description="Start the kernel. Extra arguments --Class.trait=value configure it; they "
         f"override the config files {CONFIG_FILE_NAME}.py/.json in the Jupyter config dirs.",
         allow_abbrev=False,
@@ -202,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="CONNECTION_FILE",
         help="the connection file written by the Jupyter client",
+    )
+    start.add_argument(
+        "--profile",
+        default="default",
+        metavar="NAME",
+        help="the IPython profile: its config files, startup files and history (default: "
+        "%(default)s)",
     )
     for sub in (install, uninstall, listing, start):
         sub.set_defaults(subparser=sub)
@@ -275,20 +294,25 @@ def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
             for name in sorted(specs):
                 print(f"{name:<{width}}  {specs[name]}")
         case _:
-            return _start(parser, args.connection_file, settings)
+            return _start(parser, args.connection_file, settings, profile=args.profile)
     return 0
 
 
-def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list[str]) -> int:
+def _start(
+    parser: argparse.ArgumentParser, connection_file: str, settings: list[str], *, profile: str
+) -> int:
     from traitlets.config.loader import ArgumentError
 
+    # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
+    from async_kernel.ipython._startup import ProfileNotFoundError, profile_dir
+
     try:
-        config = load_config(settings)
+        location = Path(profile_dir(profile).location)
+        config = load_config([*settings, f"--Kernel.profile={profile}"], profile=location)
     except ArgumentError as e:
         parser.error(str(e))
-    except ConfigFileError as e:
+    except (ConfigFileError, ProfileNotFoundError) as e:
         return _fail(str(e))
-    # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
     from async_kernel._kernel import Kernel
     from async_kernel.wire._connection import ConnectionFileError
 

@@ -36,6 +36,7 @@ class FakeKernel(Configurable):
     backend = Unicode("asyncio").tag(config=True)
     answer = Int(0).tag(config=True)
     banner = Unicode("").tag(config=True)
+    profile = Unicode("default").tag(config=True)
     connection_file = Unicode("")
 
     def __init__(self, **kwargs: Any) -> None:
