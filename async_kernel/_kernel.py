@@ -40,7 +40,7 @@ from async_kernel.requests._subshells import SubshellManager
 from async_kernel.wire._connection import read_connection_file, write_connection_file
 from async_kernel.wire._outbox import Outbox
 from async_kernel.wire._session import Session
-from async_kernel.wire._sockets import SocketHub
+from async_kernel.wire._sockets import BindError, SocketHub
 
 if TYPE_CHECKING:
     from async_kernel.ipython._shell import AsyncInteractiveShell
@@ -88,6 +88,7 @@ class Kernel(KernelSettings):
         self._stopping = False
         self._grace: threading.Timer | None = None
         self._exit_code = 0
+        self._startup_error: BindError | None = None
         self.main_caller: Caller
         self.control_caller: Caller
         self.shell_caller: Caller
@@ -121,7 +122,11 @@ class Kernel(KernelSettings):
     # --- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run the kernel until it is shut down; return the process exit code."""
+        """Run the kernel until it is shut down; return the process exit code.
+
+        Raises:
+            BindError: A socket cannot be bound where the connection file says.
+        """
         if self.connection is None:
             msg = "no connection file: start the kernel with -f CONNECTION_FILE"
             raise RuntimeError(msg)
@@ -131,6 +136,8 @@ class Kernel(KernelSettings):
             if self._grace is not None:
                 self._grace.cancel()  # stopped in time: an embedding process goes on
             self.patches.restore()
+        if self._startup_error is not None:
+            raise self._startup_error
         return self._exit_code
 
     async def _main(self) -> None:
@@ -150,14 +157,18 @@ class Kernel(KernelSettings):
                     '"" to disable signing).',
                     self.connection_file,
                 )
-            self.hub.start()
-            if self._ports_to_choose:
-                write_connection_file(self.connection_file, self.connection)
-            watch_parent(self.stop)
-            await self._stop_event.wait()
-            # `stop` interrupted the cells that run and aborted those that wait: every request
-            # is answered before the callers stop (`shutdown_grace` bounds the wait).
-            await self.dispatcher.wait_all_finished()
+            try:
+                self.hub.start()
+            except BindError as e:
+                self._startup_error = e  # raised by `run`, once everything is torn down
+            else:
+                if self._ports_to_choose:
+                    write_connection_file(self.connection_file, self.connection)
+                watch_parent(self.stop)
+                await self._stop_event.wait()
+                # `stop` interrupted the cells that run and aborted those that wait: every
+                # request is answered before the callers stop (`shutdown_grace` bounds it).
+                await self.dispatcher.wait_all_finished()
         self._teardown()
 
     def _wire(self, connection: ConnectionInfo) -> None:

@@ -2,7 +2,8 @@
 
 ```text
 async-kernel install [--name N] [--display-name D] [--user | --sys-prefix | --prefix P]
-                     [--backend asyncio|trio] [--Class.trait=value ...]
+                     [--backend asyncio|trio] [--interrupt-mode signal|message]
+                     [--Class.trait=value ...]
 async-kernel uninstall [--name N] [--user | --sys-prefix | --prefix P]
 async-kernel list
 async-kernel start -f CONNECTION_FILE [--Class.trait=value ...]
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="install a kernel spec",
         usage="%(prog)s [-h] [--name NAME] [--display-name DISPLAY_NAME]\n"
         "       [--user | --sys-prefix | --prefix PREFIX] [--backend {asyncio,trio}]\n"
-        "       [--Class.trait=value ...]",
+        "       [--interrupt-mode {signal,message}] [--Class.trait=value ...]",
         description="Install a kernel spec that starts async-kernel with this Python. "
         "Extra arguments --Class.trait=value are stored in the spec and passed to every start.",
         allow_abbrev=False,
@@ -163,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=kernelspec.BACKENDS,
         default="asyncio",
         help="the event loop of the main thread (default: asyncio)",
+    )
+    install.add_argument(
+        "--interrupt-mode",
+        choices=kernelspec.INTERRUPT_MODES,
+        default="signal",
+        help="how clients interrupt the kernel: SIGINT, or an interrupt_request message on the "
+        "control channel (for kernels behind gateways or in containers; default: signal)",
     )
 
     uninstall = commands.add_parser(
@@ -238,6 +246,7 @@ def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
                     sys_prefix=args.sys_prefix,
                     prefix=args.prefix,
                     backend=args.backend,
+                    interrupt_mode=args.interrupt_mode,
                     settings=settings,
                 )
             except ValueError as e:
@@ -279,12 +288,16 @@ def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list
     # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
     from async_kernel._kernel import Kernel
     from async_kernel.wire._connection import ConnectionFileError
+    from async_kernel.wire._sockets import BindError
 
     try:
         kernel = Kernel(config=config, connection_file=connection_file)
     except ConnectionFileError as e:
         return _fail(f"cannot start the kernel: {e}")
-    code = kernel.run() or 0
+    try:
+        code = kernel.run() or 0
+    except BindError as e:
+        code = _fail(f"cannot start the kernel: {e}")
     _exit_past_user_threads(code)
     return code
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import orjson
 
 from async_kernel._enums import Channel
+from async_kernel.wire._curve import CurveKeys, curve_keys_from
 from async_kernel.wire._session import signature_digest
 
 __all__ = (
@@ -49,15 +50,21 @@ class ConnectionInfo:
     """The port of each socket; 0 means pick a free one when binding."""
     kernel_name: str = ""
     """The kernelspec name, when the launcher recorded it."""
+    curve: CurveKeys | None = None
+    """The CurveZMQ key pair (`curve_publickey`, `curve_secretkey`): every socket is encrypted."""
     key_generated: bool = field(default=False, compare=False)
     """The file had no `key`: `key` is a random one, so no client that read the file can talk."""
 
-    def url(self, channel: Channel, port: int | None = None) -> str:
-        """Return the zmq endpoint of `channel` (with `port` instead of the recorded one)."""
+    def url(self, channel: Channel, port: int | str | None = None) -> str:
+        """Return the zmq endpoint of `channel` (with `port` instead of the recorded one).
+
+        `port` may be `"*"` (tcp: any free port). An IPv6 address is written in brackets.
+        """
         port = self.ports.get(channel, 0) if port is None else port
         if self.transport == "ipc":
             return f"ipc://{self.ip}-{port}"
-        return f"tcp://{self.ip}:{port}"
+        host = f"[{self.ip}]" if ":" in self.ip and not self.ip.startswith("[") else self.ip
+        return f"tcp://{host}:{port}"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the connection file's JSON object."""
@@ -69,6 +76,8 @@ class ConnectionInfo:
             "signature_scheme": self.signature_scheme,
             "kernel_name": self.kernel_name,
         }
+        if self.curve is not None:
+            data |= self.curve.to_dict()
         return data
 
 
@@ -81,7 +90,7 @@ def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
 
     Raises:
         ConnectionFileError: The file cannot be read, is not a JSON object, or holds a value
-            that cannot be used (transport, signature scheme, key, ports).
+            that cannot be used (transport, signature scheme, key, ports, Curve keys).
     """
     try:
         data = orjson.loads(pathlib.Path(path).read_bytes())
@@ -117,6 +126,10 @@ def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
             msg = f"{path}: {name} must be a port number (0 to choose one), not {port!r}"
             raise ConnectionFileError(msg)
         ports[channel] = port
+    try:
+        curve = curve_keys_from(data)
+    except ValueError as e:
+        raise ConnectionFileError(f"{path}: {e}") from None
     return ConnectionInfo(
         ip=str(data.get("ip", "127.0.0.1")),
         transport=transport,
@@ -124,6 +137,7 @@ def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
         signature_scheme=scheme,
         ports=ports,
         kernel_name=str(data.get("kernel_name", "")),
+        curve=curve,
         key_generated=key is None,
     )
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from async_kernel._enums import Channel
+from async_kernel.wire._curve import HandshakeWatch, serve_encrypted
 from async_kernel.wire._ratelog import RateLimitedLog
 from async_kernel.wire._session import MessageError
 
@@ -27,13 +28,34 @@ if TYPE_CHECKING:
     from async_kernel.wire._connection import ConnectionInfo
     from async_kernel.wire._session import Message, Session
 
-__all__ = ("SocketHub",)
+__all__ = ("BindError", "SocketHub")
 
 log = logging.getLogger("async_kernel")
 
 _ROUTERS = (Channel.shell, Channel.control, Channel.stdin)
 _RECV_BURST = 64  # messages taken from one socket before the others get a turn
 _SEND_BURST = 256  # messages sent before the sockets are polled for requests again
+
+
+class BindError(RuntimeError):
+    """A socket cannot be bound where the connection info says (a port in use, a foreign ip).
+
+    The kernel never falls back to another port: the launcher wrote the ports down, and its
+    clients connect there.
+    """
+
+    def __init__(self, channel: Channel, url: str, error: zmq.ZMQError) -> None:
+        self.channel = channel
+        """The socket that could not be bound."""
+        self.url = url
+        """Where it was to be bound."""
+        hint = ""
+        if error.errno == errno.EADDRINUSE:
+            hint = ": another process holds it (give a free port, or 0 to let the kernel choose)"
+        elif error.errno == errno.EADDRNOTAVAIL:
+            hint = ": this address is not one of this machine's interfaces"
+        reason = zmq.strerror(error.errno) if error.errno else str(error)
+        super().__init__(f"cannot bind the {channel} socket to {url}: {reason}{hint}")
 
 
 class SocketHub:
@@ -71,6 +93,10 @@ class SocketHub:
         self._hb_thread: threading.Thread | None = None
         self.drops = RateLimitedLog(log)
         """The log of dropped messages: the first of each kind, then counts (rate-limited)."""
+        self.handshakes = (
+            HandshakeWatch(self.context, self.drops) if connection.curve is not None else None
+        )
+        """Logs the connections refused by CurveZMQ (None without encryption)."""
 
     # --- public, any thread ----------------------------------------------------------------
 
@@ -78,12 +104,15 @@ class SocketHub:
         """Bind every socket and start the threads; return when they are listening.
 
         Raises:
-            RuntimeError: Binding failed (the cause is chained).
+            BindError: A socket cannot be bound where the connection info says.
+            RuntimeError: The sockets could not be opened (the cause is chained).
         """
         self._thread.start()
         if not self._ready.wait(timeout):
             msg = "the I/O thread did not start in time"
             raise RuntimeError(msg)
+        if isinstance(self._error, BindError):
+            raise self._error
         if self._error is not None:
             msg = f"could not bind the kernel's sockets: {self._error}"
             raise RuntimeError(msg) from self._error
@@ -119,42 +148,59 @@ class SocketHub:
     # --- the I/O thread --------------------------------------------------------------------
 
     def _bind(self, sock: zmq.Socket[bytes], channel: Channel) -> None:
+        """Bind `sock` exactly where the connection info says; choose the port only if it is 0."""
         conn = self.connection
+        if conn.curve is not None:
+            serve_encrypted(sock, conn.curve)
+            if self.handshakes is not None:
+                self.handshakes.watch(sock, channel)
         port = conn.ports.get(channel, 0)
         if conn.transport == "tcp":
-            if port <= 0:
-                port = sock.bind_to_random_port(f"tcp://{conn.ip}")
-            else:
-                sock.bind(conn.url(channel, port))
+            if ":" in conn.ip:  # an IPv6 address: libzmq binds IPv4 only unless told
+                sock.setsockopt(zmq.IPV6, 1)
+            url = conn.url(channel, port if port > 0 else "*")  # *: the system picks a port
         else:
             if port <= 0:
                 port = 1
                 while os.path.exists(f"{conn.ip}-{port}") or port in conn.ports.values():
                     port += 1
-            sock.bind(conn.url(channel, port))
+            url = conn.url(channel, port)
+        try:
+            sock.bind(url)
+        except zmq.ZMQError as e:
+            raise BindError(channel, url, e) from e
+        if port <= 0:
+            endpoint: bytes = sock.getsockopt(zmq.LAST_ENDPOINT)  # pyright: ignore[reportAssignmentType]
+            port = int(endpoint.rpartition(b":")[2])
         conn.ports[channel] = port
 
     def _open(self) -> dict[Channel, zmq.Socket[bytes]]:
         socks: dict[Channel, zmq.Socket[bytes]] = {}
-        for channel in _ROUTERS:
-            sock = self.context.socket(zmq.ROUTER)
-            sock.setsockopt(zmq.LINGER, 1000)
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            self._bind(sock, channel)
-            socks[channel] = sock
-        iopub = self.context.socket(zmq.XPUB)
-        iopub.setsockopt(zmq.LINGER, 1000)
-        iopub.setsockopt(zmq.SNDHWM, 0)  # status and output are never dropped
-        iopub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription gets its welcome
-        self._bind(iopub, Channel.iopub)
-        socks[Channel.iopub] = iopub
-        hb = self.context.socket(zmq.ROUTER)
-        hb.setsockopt(zmq.LINGER, 0)
-        self._bind(hb, Channel.heartbeat)
+        try:
+            for channel in _ROUTERS:
+                sock = socks[channel] = self.context.socket(zmq.ROUTER)
+                sock.setsockopt(zmq.LINGER, 1000)
+                sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+                self._bind(sock, channel)
+            iopub = socks[Channel.iopub] = self.context.socket(zmq.XPUB)
+            iopub.setsockopt(zmq.LINGER, 1000)
+            iopub.setsockopt(zmq.SNDHWM, 0)  # status and output are never dropped
+            iopub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription gets its welcome
+            self._bind(iopub, Channel.iopub)
+            hb = socks[Channel.heartbeat] = self.context.socket(zmq.ROUTER)
+            hb.setsockopt(zmq.LINGER, 0)
+            self._bind(hb, Channel.heartbeat)
+        except BaseException:
+            for sock in socks.values():  # the ports bound so far are free again
+                sock.close(linger=0)
+            raise
+        del socks[Channel.heartbeat]
         self._hb_thread = threading.Thread(
             target=self._heartbeat, args=(hb,), name="async_kernel_heartbeat", daemon=True
         )
         self._hb_thread.start()
+        if self.handshakes is not None:
+            self.handshakes.start()
         return socks
 
     @staticmethod
@@ -174,6 +220,7 @@ class SocketHub:
         except BaseException as e:
             self._error = e
             self._ready.set()
+            self._stopped.set()
             return
         self._ready.set()
         poller = zmq.Poller()
@@ -200,6 +247,8 @@ class SocketHub:
             self._flush_outbox(socks, limit=None)
             for sock in socks.values():
                 sock.close()
+            if self.handshakes is not None:
+                self.handshakes.stop()
             self.drops.flush()
             self._stopped.set()
 
