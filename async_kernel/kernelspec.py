@@ -32,6 +32,7 @@ __all__ = (
     "install",
     "kernels_dir",
     "normalize_settings",
+    "runtime_dir",
     "uninstall",
     "user_data_dir",
     "validate_name",
@@ -75,6 +76,16 @@ def user_data_dir() -> Path:
         return Path(config) / "data"
     xdg = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
     return Path(xdg) / "jupyter"
+
+
+def runtime_dir() -> Path:
+    """Return the Jupyter runtime directory: `$JUPYTER_RUNTIME_DIR`, or `runtime` in the data dir.
+
+    Where connection files go when the kernel names its own (the JEP 66 handshake).
+    """
+    if explicit := os.environ.get("JUPYTER_RUNTIME_DIR"):
+        return Path(explicit)
+    return user_data_dir() / "runtime"
 
 
 def _prefix_data_dir(prefix: str | os.PathLike[str]) -> Path:

@@ -170,7 +170,7 @@ def test_install_defaults_to_user_dir(home: Path, capsys: pytest.CaptureFixture[
         (["install", "--user", "--sys-prefix"], "not allowed with argument"),
         (["uninstall", "--Kernel.answer=1"], "unrecognized arguments for 'uninstall'"),
         (["list", "extra"], "unrecognized arguments for 'list': extra"),
-        (["start"], "required: -f/--connection-file"),
+        (["start"], "give -f CONNECTION_FILE, or --registration-file REGISTRATION_FILE"),
         (["start", "-f", "c.json", "--Kernel.answer", "1"], "--Class.trait=value"),
     ],
 )
