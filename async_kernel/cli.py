@@ -281,9 +281,7 @@ def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
                 print(f"{name:<{width}}  {specs[name]}")
         case _:
             if not (args.connection_file or args.registration_file):
-                parser.error(
-                    "one of the arguments -f/--connection-file --registration-file is required"
-                )
+                parser.error("give -f CONNECTION_FILE, or --registration-file REGISTRATION_FILE")
             return _start(parser, args.connection_file, args.registration_file, settings)
     return 0
 
