@@ -4,8 +4,10 @@ Enterprise Gateway reaches a kernel it launched elsewhere through the launcher's
 a TCP port the launcher reported with the connection info. Each request is one connection
 that carries one JSON object and is then closed:
 
-- `{"signum": N}` sends signal N to the kernel (SIGINT interrupts it); `0` is the gateway's
-  poll, every few seconds, which only asks whether the launcher still listens;
+- `{"signum": N}` sends signal N to the kernel; `0` is the gateway's poll, every few seconds,
+  which only asks whether the launcher still listens. SIGINT goes to the launcher's process
+  group when the launcher leads it (the launcher ignores it), as a local frontend interrupts:
+  the kernel's cells and the processes they started are interrupted together;
 - `{"shutdown": 1}` ends the kernel (SIGTERM: a clean stop, then SIGKILL if it lingers) and,
   with it, the launcher.
 
@@ -96,6 +98,13 @@ class CommListener:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.kernel.pid, signum)
 
+    def interrupt(self) -> None:
+        """SIGINT to the kernel and the processes its cells started (they share its group)."""
+        if os.getpgid(0) == os.getpid() and self.kernel.poll() is None:
+            os.killpg(os.getpid(), signal.SIGINT)  # the launcher's own handler ignores it
+        else:  # a group that others share (a container's shell): the kernel alone
+            self.signal(signal.SIGINT)
+
     # --- requests ----------------------------------------------------------------------------
 
     def _accept(self, selector: selectors.BaseSelector) -> None:
@@ -138,7 +147,10 @@ class CommListener:
             elif signum > 0:  # 0 is the gateway's poll: answering it is the reply
                 log.info("forwarding signal %d to the kernel", signum)
                 try:
-                    self.signal(signum)
+                    if signum == signal.SIGINT:
+                        self.interrupt()
+                    else:
+                        self.signal(signum)
                 except (OSError, ValueError) as e:
                     log.warning("could not send signal %d to the kernel: %s", signum, e)
         if request.get("shutdown"):

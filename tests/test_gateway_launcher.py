@@ -187,12 +187,37 @@ def test_the_gateway_gets_connection_info_that_works(launched: Launched, runtime
         kc.stop_channels()
 
 
-def test_sigint_on_the_comm_port_interrupts_the_running_cell(launched: Launched) -> None:
+# A child process of a cell: it says when it can be interrupted and writes down what ended it.
+CHILD = """
+import pathlib, signal, sys, time
+done = pathlib.Path(sys.argv[1])
+def on_sigint(signum, frame):
+    done.write_text("SIGINT")
+    sys.exit(3)
+signal.signal(signal.SIGINT, on_sigint)
+print("child ready", flush=True)
+time.sleep(60)
+done.write_text("slept")
+"""
+
+
+def test_sigint_on_the_comm_port_interrupts_the_cell_and_its_child(
+    launched: Launched, tmp_path: Path
+) -> None:
+    child, done = tmp_path / "child.py", tmp_path / "done"
+    child.write_text(CHILD)
     kc = launched.client()
     try:
         driver = Driver(kc)
-        msg_id = driver.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
-        driver.wait_stdout(msg_id, "sleeping")
+        msg_id = driver.execute(
+            "import subprocess, sys\n"
+            f"p = subprocess.Popen([sys.executable, {str(child)!r}, {str(done)!r}],"
+            " stdout=subprocess.PIPE, text=True)\n"
+            "assert p.stdout.readline() == 'child ready\\n'\n"
+            "print('waiting', flush=True)\n"
+            "p.wait()"
+        )
+        driver.wait_stdout(msg_id, "waiting")
         # Nothing that the listener cannot use stops it: polls, noise, a silent connection.
         send_request(launched.comm_port, {"signum": 0})
         send_request(launched.comm_port, b"not json")
@@ -203,6 +228,7 @@ def test_sigint_on_the_comm_port_interrupts_the_running_cell(launched: Launched)
         assert reply["content"]["status"] == "error"
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         assert time.monotonic() - started < 10
+        assert done.read_text() == "SIGINT"
         assert driver.run("print('still here')") == "still here\n"
         assert launched.proc.poll() is None
     finally:
