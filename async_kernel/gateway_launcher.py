@@ -148,6 +148,8 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[
         ipaddress.ip_address(args.ip)
     except ValueError:
         parser.error(f"--ip {args.ip!r} is not an IP address")
+    if not args.response_timeout > 0 or not args.shutdown_timeout >= 0:
+        parser.error("--response-timeout must be positive and --shutdown-timeout not negative")
     try:
         ports = PortRange.parse(args.port_range, min_size=min_size)
         response = parse_address(args.response_address)
@@ -187,8 +189,10 @@ def _launch(plan: _Plan) -> int:
 
     # SIGINT reaches the kernel itself (forwarded, or sent to the whole process group); the
     # launcher goes on. Python handlers, not SIG_IGN: the kernel must not inherit an ignore.
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
-    signal.signal(signal.SIGTERM, on_term)
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: None),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+    }
     reserved: list[socket.socket] = []
     try:
         for _ in range(len(_CHANNELS) + 1):  # one by one: `finally` closes those bound so far
@@ -229,6 +233,9 @@ def _launch(plan: _Plan) -> int:
             kernel.kill()
             kernel.wait()
         plan.connection_file.unlink(missing_ok=True)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler from outside Python, left as it is
+                signal.signal(signum, handler)
 
 
 def _configure_logging() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import zmq
 from Cryptodome.Cipher import AES, PKCS1_v1_5
 from Cryptodome.PublicKey import RSA
 from Cryptodome.Util.number import getPrime
@@ -145,9 +146,14 @@ class Launched:
         self.comm_port: int = info["comm_port"]
 
     def client(self) -> BlockingKernelClient:
+        """A client on the reported ports, once the kernel answers.
+
+        The report comes before the kernel has started: a heartbeat channel would call it
+        dead before it could answer (the heartbeat is checked on its own).
+        """
         kc = BlockingKernelClient()
         kc.load_connection_info(info=self.info | {"ip": "127.0.0.1"})
-        kc.start_channels()
+        kc.start_channels(hb=False)
         kc.wait_for_ready(timeout=60)
         return kc
 
@@ -185,6 +191,16 @@ def test_the_gateway_gets_connection_info_that_works(launched: Launched, runtime
         assert Driver(kc).run("print(6 * 7)") == "42\n"
     finally:
         kc.stop_channels()
+    context = zmq.Context()
+    hb = context.socket(zmq.REQ)
+    try:
+        hb.connect(f"tcp://127.0.0.1:{info['hb_port']}")
+        hb.send(b"ping")
+        assert hb.poll(TIMEOUT * 1000)
+        assert hb.recv() == b"ping"
+    finally:
+        hb.close(linger=0)
+        context.term()
 
 
 # A child process of a cell: it says when it can be interrupted and writes down what ended it.
@@ -369,6 +385,15 @@ def test_missing_arguments_are_usage_errors(gateway: FakeGateway) -> None:
     code, err, _ = run_launcher([*gateway.argv("k"), "--no-such-option"])
     assert code == 2
     assert "unrecognized arguments: --no-such-option" in err
+    code, err, _ = run_launcher([*gateway.argv("k"), "--response-timeout", "0"])
+    assert code == 2
+    assert "--response-timeout must be positive" in err
+    code, err, _ = run_launcher([*gateway.argv("k"), "--ip", "not-an-ip"])
+    assert code == 2
+    assert "--ip 'not-an-ip' is not an IP address" in err
+    code, err, _ = run_launcher([*gateway.argv("k"), "--cluster-type", "dask"])
+    assert code == 2
+    assert "starts no Spark or Dask context" in err
 
 
 def test_without_pycryptodomex_the_launcher_names_the_extra(gateway: FakeGateway) -> None:
