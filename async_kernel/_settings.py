@@ -23,6 +23,14 @@ class KernelSettings(SingletonConfigurable):
         config=True
     )
     """Path of the connection file."""
+    registration_file = Unicode(
+        "", help="A registration file (JEP 66): report the kernel's own ports to a registrar."
+    ).tag(config=True)
+    """Path of a registration file; `-f` can also name one (it has `registration_port`)."""
+    registration_timeout = Float(
+        10.0, help="Seconds to wait for the registrar's acknowledgement (JEP 66)."
+    ).tag(config=True)
+    """How long the handshake waits before the kernel gives up and exits."""
     backend: Backend = CaselessStrEnum(  # pyright: ignore[reportAssignmentType]
         ["asyncio", "trio"], default_value="asyncio", help="The async library of the event loops."
     ).tag(config=True)
