@@ -19,6 +19,7 @@ import anyio
 from traitlets import observe
 
 from async_kernel._enums import Channel, RunMode
+from async_kernel._memory import MemoryTrim
 from async_kernel._parent import ParentWatch
 from async_kernel._patches import ProcessPatches
 from async_kernel._settings import KernelSettings
@@ -103,6 +104,8 @@ class Kernel(KernelSettings):
         """What the kernel changed in the interpreter, undone when it stops."""
         self.comm_manager = KernelCommManager()
         """The comm manager (`comm.get_comm_manager()` while the kernel runs)."""
+        self.memory_trim: MemoryTrim | None = None
+        """Returns freed memory to the system after bursts (None when `trim_memory` is off)."""
         self._stop_event: anyio.Event | None = None
         self._stopping = False
         self._grace: threading.Timer | None = None
@@ -271,6 +274,7 @@ class Kernel(KernelSettings):
             concurrency_mode=lambda: self.concurrency_mode,
             on_input_reply=stdin.on_reply,
             refusals=self.hub.drops,  # one log of bad input, flushed when the sockets close
+            on_finished=self._memory_trim().finished if self.trim_memory else None,
         )
         self.hub.on_message = self.dispatcher.receive
         routing.set_thread_parent_policy(self.thread_parent_policy)
@@ -284,6 +288,12 @@ class Kernel(KernelSettings):
             switch_interval=self.switch_interval,
             on_terminate=self.stop,
         )
+
+    def _memory_trim(self) -> MemoryTrim:
+        """Trims the allocator from the control thread's loop once the kernel is quiet."""
+        control = self.control_caller
+        self.memory_trim = MemoryTrim(lambda delay, fn: control.call_later(delay, fn))
+        return self.memory_trim
 
     def _start_shell(self) -> None:
         """Run IPython's start-up steps: extensions, startup files, `exec_lines`, `matplotlib`."""

@@ -67,6 +67,10 @@ class KernelSettings(SingletonConfigurable):
         "default", help="The IPython profile: its startup files, extensions and history."
     ).tag(config=True)
     """The IPython profile (`async-kernel start --profile NAME` also reads its config files)."""
+    trim_memory = Bool(
+        True, help="Return freed memory to the system when the kernel is quiet after a burst."
+    ).tag(config=True)
+    """Ask the C allocator (glibc) to give back free memory after 500 requests and a 1 s lull."""
     log_level = CaselessStrEnum(
         ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
     ).tag(config=True)

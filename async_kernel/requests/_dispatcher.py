@@ -193,6 +193,8 @@ class Dispatcher:
         concurrency_mode: Returns the kernel's concurrency mode (it may change at run time).
         on_input_reply: Takes the `input_reply` messages of the stdin channel.
         refusals: Where refused requests (malformed, unknown type) are logged, rate-limited.
+        on_finished: Called as `on_finished(idle=...)` each time a job finishes, `idle` when
+            no other job is unfinished (on the thread that finished it).
     """
 
     def __init__(
@@ -204,8 +206,10 @@ class Dispatcher:
         concurrency_mode: Callable[[], KernelConcurrencyMode],
         on_input_reply: Callable[[Message], None],
         refusals: RateLimitedLog | None = None,
+        on_finished: Callable[..., object] | None = None,
     ) -> None:
         self._runner = runner
+        self._on_finished = on_finished
         self._callers = callers
         self._aborts = aborts
         self._concurrency_mode = concurrency_mode
@@ -280,11 +284,14 @@ class Dispatcher:
     def _finished(self, _: object = None) -> None:
         with self._lock:
             self._unfinished -= 1
+            idle = not self._unfinished
             all_finished = None
-            if not self._unfinished:
+            if idle:
                 all_finished, self._all_finished = self._all_finished, None
         if all_finished is not None:
             all_finished.set()
+        if self._on_finished is not None:
+            self._on_finished(idle=idle)
 
     def _start(self, job: Job) -> None:
         try:
