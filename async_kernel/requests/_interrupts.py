@@ -126,8 +126,10 @@ class Interrupter:
         self.safe_points: Callable[[], SafePointWork | None] | None = None
         """Returns the comm messages that this thread's cells handle at safe points, if any."""
         self._main_wake = threading.Event()
-        self._main_in_safe_point = False
+        # Threads running comm handlers inside a cell's sleep: their interrupt waits for it.
+        self._in_safe_point: set[int] = set()
         self._main_interrupt_pending = False
+        self._safe_point_job: Job | None = None
         # Interrupts requested and not yet handled by the SIGINT handler: None for "all", else
         # the targets. They add up, so a timeout and a user's interrupt close together do not
         # overwrite each other; appends and pops of a deque are atomic.
@@ -203,6 +205,9 @@ class Interrupter:
             targets = None
         main_in_code = _runs_user_code(frame)
         current = current_job.get()
+        if threading.get_ident() in self._in_safe_point:
+            # A comm handler runs in its own context: the cell is the one whose sleep runs it.
+            current = self._safe_point_job
         here: Running | None = None
         elsewhere: list[Running] = []
         awaiting: list[Running] = []
@@ -225,7 +230,7 @@ class Interrupter:
             _thread.start_new_thread(self._interrupt_all, (elsewhere, awaiting))
         if here is None:
             return
-        if self._main_in_safe_point:
+        if threading.get_ident() in self._in_safe_point:
             # A comm handler runs inside the cell's time.sleep: the cell gets the interrupt
             # once it returns (the handler's own request would otherwise swallow it).
             self._main_interrupt_pending = True
@@ -296,6 +301,11 @@ class Interrupter:
             return
         tid = threading.get_ident()
         main = tid == threading.main_thread().ident
+        if tid in self._in_safe_point:
+            # A comm handler's own sleep inside a cell's: plain, and an interrupt waits for the
+            # handler to return (the cell's sleep raises it).
+            self._plain_sleep(seconds, main=main)
+            return
         running = None
         if not main:
             with self._lock:
@@ -309,7 +319,12 @@ class Interrupter:
             self._sleep_in_cell(running, seconds, work)
         elif work is not None:
             self._sleep_in_main_cell(seconds, work)
-        elif main and seconds > _SLEEP_SLICE:
+        else:
+            self._plain_sleep(seconds, main=main)
+
+    @staticmethod
+    def _plain_sleep(seconds: float, *, main: bool) -> None:
+        if main and seconds > _SLEEP_SLICE:
             # In slices: a SIGINT that lands between the last check for signals and the start
             # of the sleep's system call would otherwise be handled only when the whole sleep
             # ends.
@@ -318,6 +333,13 @@ class Interrupter:
                 _original_sleep(min(left, _SLEEP_SLICE))
         else:
             _original_sleep(seconds)
+
+    def _run_safe_point(self, tid: int, work: SafePointWork) -> None:
+        self._in_safe_point.add(tid)
+        try:
+            work.run_at_safe_point()
+        finally:
+            self._in_safe_point.discard(tid)
 
     def _sleep_in_cell(self, running: Running, seconds: float, work: SafePointWork | None) -> None:
         """Sleep in a cell outside the main thread: an interrupt sets `running.wake`."""
@@ -329,7 +351,7 @@ class Interrupter:
         try:
             while True:
                 if work is not None:
-                    work.run_at_safe_point()
+                    self._run_safe_point(tid, work)
                 if running.interrupt_pending:
                     break
                 left = deadline - time.monotonic()
@@ -356,12 +378,9 @@ class Interrupter:
         """Sleep in a cell of the main thread, handling its comm messages meanwhile."""
         deadline = time.monotonic() + seconds
         wake = self._main_wake
+        self._safe_point_job = current_job.get()
         while True:
-            self._main_in_safe_point = True
-            try:
-                work.run_at_safe_point()
-            finally:
-                self._main_in_safe_point = False
+            self._run_safe_point(threading.get_ident(), work)
             if self._main_interrupt_pending:
                 self._main_interrupt_pending = False
                 raise KeyboardInterrupt
