@@ -206,7 +206,8 @@ def test_interrupt_during_a_safe_point_handler_reaches_the_cell(kernel: Kernel, 
     probe = d.execute("print(slow_started.wait(10))", header=lab.header(comm_id))
     d.wait_stdout(probe, "True")  # the handler runs inside the loop's sleep now
     d.interrupt(km, how)
-    reply = d.reply(cell)["content"]
+    # Well before the loop would end by itself (10 s): the interrupt reached the cell.
+    reply = d.reply(cell, timeout=5)["content"]
     assert reply["status"] == "error"
     assert reply["ename"] == "KeyboardInterrupt"
     d.wait_until(lambda: d.is_idle(msg), "the handler's idle")
