@@ -254,3 +254,53 @@ def test_comm_made_by_a_handler_belongs_to_its_parents_owner(kernel: Kernel) -> 
     update = lab.msg(child_id, {"method": "update", "state": {"value": 3}}, "jupyter.widget")
     d.wait_until(lambda: d.is_idle(update), "the update handled")
     assert d.run("print(made[1:], made[0].value)") == "['MainThread'] 3\n"
+
+
+CALLER_TARGET = """\
+import threading, time, comm
+from async_kernel import Caller
+results = []
+def _caller_target(c, msg):
+    def on_msg(m):
+        here = Caller()  # the owner's caller: the main shell's
+        here.call_soon(lambda: results.append(["call_soon", threading.current_thread().name]))
+        here.to_thread(lambda: threading.current_thread().name).add_done_callback(
+            lambda p: results.append(["to_thread", p.result()[:20]])
+        )
+        results.append(["handler", threading.current_thread().name])
+    c.on_msg(on_msg)
+comm.get_comm_manager().register_target("caller", _caller_target)
+"""
+CALLER_WAIT = """\
+import anyio
+with anyio.fail_after(10):
+    while len(results) < 3:
+        await anyio.sleep(0.01)
+print(sorted(results))
+"""
+
+
+@pytest.mark.parametrize("during", ["idle", "sleeping cell"])
+def test_caller_calls_from_a_handler(kernel: Kernel, during: str) -> None:
+    """A handler schedules on its owner's caller and on a worker; both calls complete."""
+    d = Driver(kernel[1])
+    lab = LabComms(d, "perCommTarget")
+    d.run(CALLER_TARGET)
+    comm_id = uuid.uuid4().hex
+    opened = lab.open(comm_id, "caller")
+    d.wait_until(lambda: d.is_idle(opened), "the open handled")
+    if during == "idle":
+        msg = lab.msg(comm_id, {"n": 1})
+        d.wait_until(lambda: d.is_idle(msg), "the message handled")
+    else:
+        cell = d.execute(
+            "print('looping', flush=True)\n"
+            "for _ in range(100):\n    time.sleep(0.05)\n    if results:\n        break"
+        )
+        d.wait_stdout(cell, "looping")
+        lab.msg(comm_id, {"n": 1})
+        assert d.reply(cell)["content"]["status"] == "ok", d.errors(cell)
+    assert d.run(CALLER_WAIT) == (
+        "[['call_soon', 'MainThread'], ['handler', 'MainThread'], "
+        "['to_thread', 'async_kernel_worker_']]\n"
+    )
