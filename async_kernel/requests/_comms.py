@@ -24,8 +24,6 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio.lowlevel
-
 from async_kernel.callers._pending import Pending
 from async_kernel.output._comm import MAIN_SHELL, CommPolicy, handling_for
 
@@ -75,14 +73,20 @@ class _Inbox:
             RuntimeError: The owner's caller is closed (the message was not added).
         """
         with self._lock:
-            schedule = not self._drain_scheduled
-            if schedule:
-                self.caller.call_soon(self._drain)  # raises when closed: nothing was added
-                self._drain_scheduled = True
             self._entries.append(entry)
+            schedule = not self._drain_scheduled
+            self._drain_scheduled = True
             sleeper = self.sleeper if entry.at_safe_points else None
         if sleeper is not None:
             sleeper.set()
+        if schedule:
+            try:
+                self._schedule()
+            except RuntimeError:
+                with self._lock:
+                    if entry in self._entries:
+                        self._entries.remove(entry)
+                raise
 
     def take_all(self) -> list[_Entry]:
         """Remove and return the messages not handled yet (the owner goes away)."""
@@ -91,15 +95,28 @@ class _Inbox:
             self._entries.clear()
             return entries
 
-    async def _drain(self) -> None:
-        while True:
+    def _schedule(self) -> None:
+        # Handlers are synchronous: run in the loop's scheduler (as blocking requests are),
+        # one message per turn of the loop, so other tasks run between them.
+        try:
+            self.caller.call_direct(self._drain_one)
+        except RuntimeError:
             with self._lock:
-                if not self._entries:
-                    self._drain_scheduled = False
-                    return
-                entry = self._entries.popleft()
-            self._handle(entry, safe_point=False)
-            await anyio.lowlevel.checkpoint()  # a message at a time, between other tasks
+                self._drain_scheduled = False
+            raise
+
+    def _drain_one(self) -> None:
+        with self._lock:
+            if not self._entries:
+                self._drain_scheduled = False
+                return
+            entry = self._entries.popleft()
+        self._handle(entry, safe_point=False)
+        with self._lock:
+            if not self._entries:
+                self._drain_scheduled = False
+                return
+        self._schedule()
 
     def ready(self) -> bool:
         """Whether a message waits that a safe point may run (and none runs on this thread)."""
