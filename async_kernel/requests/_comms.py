@@ -52,7 +52,7 @@ class _Entry:
 class _Inbox:
     """The comm messages one owner has yet to handle, run on the owner's thread in order.
 
-    Its loop drains it from a task; a cell of the owner drains it inside `time.sleep`
+    Its loop drains it from the scheduler; a cell of the owner drains it inside `time.sleep`
     (`run_at_safe_point`). Both run on the owner's thread, never one inside the other.
     """
 
@@ -111,12 +111,15 @@ class _Inbox:
                 self._drain_scheduled = False
                 return
             entry = self._entries.popleft()
-        self._handle(entry, safe_point=False)
-        with self._lock:
-            if not self._entries:
-                self._drain_scheduled = False
-                return
-        self._schedule()
+        try:
+            self._handle(entry, safe_point=False)
+        finally:
+            with self._lock:
+                more = bool(self._entries)
+                if not more:
+                    self._drain_scheduled = False
+            if more:
+                self._schedule()
 
     def ready(self) -> bool:
         """Whether a message waits that a safe point may run (and none runs on this thread)."""
