@@ -359,9 +359,9 @@ class Interrupter:
                     return
                 if work is not None:
                     work.sleeper = running.wake
-                    if work.ready():
-                        continue
                 try:
+                    if work is not None and work.ready():
+                        continue
                     if running.wake.wait(left):
                         running.wake.clear()
                 finally:
