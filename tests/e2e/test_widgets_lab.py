@@ -3,7 +3,8 @@
 JupyterLab 4.4+ sends widget messages on one subshell per comm target by default ("Kernel comms
 over subshells"). The kernel must still handle a widget's messages where the widget was made
 (the main shell here), or five `%matplotlib widget` figures run together leave some blank;
-and a Stop button must still end a main-shell cell that sleeps in a loop.
+and a Stop button must still end a main-shell cell that sleeps in a loop, and a cell that awaits
+a click must still get it.
 """
 
 from __future__ import annotations
@@ -119,3 +120,32 @@ def test_stop_button_ends_a_sleeping_main_shell_cell(open_notebook: OpenNotebook
         latencies.append(ended - clicked)
     print("Stop-button latencies (s):", [f"{x:.3f}" for x in latencies])
     assert all(x < 0.5 for x in latencies), latencies
+
+
+AWAIT_CELL = """\
+{mode}import anyio
+import ipywidgets as widgets
+from async_kernel import Caller
+
+caller = Caller()
+clicked = anyio.Event()
+go = widgets.Button(description="Go")
+go.on_click(lambda _: caller.call_direct(clicked.set))
+display(go)
+with anyio.fail_after(30):
+    await clicked.wait()
+print("clicked")"""
+
+
+def test_cell_awaits_a_click(open_notebook: OpenNotebook) -> None:
+    """A cell (main shell, then a `##thread` cell) awaits its button's click and finishes."""
+    cells = [AWAIT_CELL.format(mode=""), AWAIT_CELL.format(mode="##thread\n")]
+    notebook = open_notebook("await-click", cells)
+    for index in range(2):
+        notebook.run(index)
+        button = notebook.output(index).area.get_by_role("button", name="Go")
+        expect(button).to_be_visible()
+        notebook.expect_running(index)
+        button.click()
+        notebook.expect_done(index)
+        notebook.output(index).expect_contains("clicked")
