@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
+import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from async_kernel._settings import KernelSettings
 from async_kernel.callers._caller import Caller
 from async_kernel.callers._workers import Worker
 from async_kernel.ipython._gui_loops import detach_all, main_loop_options
+from async_kernel.kernelspec import runtime_dir
 from async_kernel.output import _routing as routing
 from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
@@ -39,7 +42,13 @@ from async_kernel.requests._handlers import RequestHandlers
 from async_kernel.requests._interrupts import Interrupter
 from async_kernel.requests._runner import JobRunner
 from async_kernel.requests._subshells import SubshellManager
-from async_kernel.wire._connection import read_connection_file, write_connection_file
+from async_kernel.wire._connection import (
+    ConnectionInfo,
+    RegistrationInfo,
+    read_registration_file,
+    read_startup_file,
+    write_connection_file,
+)
 from async_kernel.wire._ipykernel import (
     KernelSession,
     KernelSocket,
@@ -48,13 +57,13 @@ from async_kernel.wire._ipykernel import (
 )
 from async_kernel.wire._job import current_job
 from async_kernel.wire._outbox import Outbox
-from async_kernel.wire._sockets import SocketHub
+from async_kernel.wire._registration import RegistrationError, register
+from async_kernel.wire._sockets import BindError, SocketHub
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from async_kernel.ipython._compat import ZMQInteractiveShell
-    from async_kernel.wire._connection import ConnectionInfo
     from async_kernel.wire._job import Job
 
 __all__ = ("Kernel", "get_kernel")
@@ -69,13 +78,14 @@ class Kernel(KernelSettings):
         """Read the connection file (if one is set) and build the session.
 
         Raises:
-            ConnectionFileError: The connection file cannot be used.
+            ConnectionFileError: The connection (or registration) file cannot be used.
         """
         super().__init__(**kwargs)
         Kernel._instance = self  # `get_kernel()` finds the running kernel
-        self.connection = (
-            read_connection_file(self.connection_file) if self.connection_file else None
-        )
+        self.registration: RegistrationInfo | None = None
+        """The registration file's contents, when the kernel reports its ports (JEP 66)."""
+        self._owns_connection_file = False
+        self.connection = self._read_startup_files()
         # Ports given as 0 are chosen when binding and written back to the file.
         self._ports_to_choose = self.connection is not None and any(
             port <= 0 for port in self.connection.ports.values()
@@ -99,6 +109,7 @@ class Kernel(KernelSettings):
         self._grace: threading.Timer | None = None
         self._watch: ParentWatch | None = None
         self._exit_code = 0
+        self._startup_error: BindError | RegistrationError | None = None
         self.main_caller: Caller
         self.control_caller: Caller
         self.shell_caller: Caller
@@ -110,6 +121,27 @@ class Kernel(KernelSettings):
         """ipykernel's `kernel.iopub_socket`: give it to `session.send`, from any thread."""
         self.handlers: RequestHandlers
         self.dispatcher: Dispatcher
+
+    def _read_startup_files(self) -> ConnectionInfo | None:
+        """Read the connection file, or the registration file (given as either)."""
+        if self.registration_file:
+            self.registration = read_registration_file(self.registration_file)
+        elif self.connection_file:
+            startup = read_startup_file(self.connection_file)
+            if isinstance(startup, ConnectionInfo):
+                return startup
+            self.registration, self.registration_file = startup, self.connection_file
+            self.connection_file = ""
+        if self.registration is None:
+            return None
+        if not self.connection_file:  # the kernel names its own connection file
+            directory = runtime_dir()
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", self.registration.kernel_id)
+            name = f"kernel-{safe}.json"
+            self.connection_file = str(directory / name)
+            self._owns_connection_file = True
+        return self.registration.connection()
 
     @observe("thread_parent_policy")
     def _policy_changed(self, change: dict[str, Any]) -> None:
@@ -139,7 +171,12 @@ class Kernel(KernelSettings):
     # --- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run the kernel until it is shut down; return the process exit code."""
+        """Run the kernel until it is shut down; return the process exit code.
+
+        Raises:
+            BindError: A socket cannot be bound where the connection file says.
+            RegistrationError: The registrar did not acknowledge the kernel's ports.
+        """
         if self.connection is None:
             msg = "no connection file: start the kernel with -f CONNECTION_FILE"
             raise RuntimeError(msg)
@@ -154,6 +191,8 @@ class Kernel(KernelSettings):
             if self._watch is not None:
                 self._watch.stop()
             self.patches.restore()
+        if self._startup_error is not None:
+            raise self._startup_error
         return self._exit_code
 
     async def _main(self) -> None:
@@ -166,6 +205,7 @@ class Kernel(KernelSettings):
             )
             self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)
             self._wire(self.connection)
+            self._start_shell()
             if self.connection.key_generated:
                 log.warning(
                     "the connection file %s has no key: messages are signed with a random key, "
@@ -173,20 +213,32 @@ class Kernel(KernelSettings):
                     '"" to disable signing).',
                     self.connection_file,
                 )
-            self.hub.start()
-            if self._ports_to_choose:
-                write_connection_file(self.connection_file, self.connection)
-            self._watch = ParentWatch(self.stop).start()
-            await self._stop_event.wait()
-            # `stop` interrupted the cells that run and aborted those that wait: every request
-            # is answered before the callers stop (`shutdown_grace` bounds the wait).
-            await self.dispatcher.wait_all_finished()
+            try:
+                self.hub.start()
+                if self.registration is not None:
+                    await anyio.to_thread.run_sync(self._register, self.registration)
+            except (BindError, RegistrationError) as e:
+                self._startup_error = e  # raised by `run`, once everything is torn down
+            else:
+                if self._ports_to_choose:
+                    write_connection_file(self.connection_file, self.connection)
+                self._watch = ParentWatch(self.stop).start()
+                await self._stop_event.wait()
+                # `stop` interrupted the cells that run and aborted those that wait: every
+                # request is answered before the callers stop (`shutdown_grace` bounds it).
+                await self.dispatcher.wait_all_finished()
         self._teardown()
+
+    def _register(self, registration: RegistrationInfo) -> None:
+        """Report the bound ports to the registrar (JEP 66); return when it acknowledged."""
+        ack = register(registration, self.hub.ports, timeout=self.registration_timeout)
+        log.info("the registrar acknowledged the kernel %s: %r", registration.kernel_id, ack)
 
     def _wire(self, connection: ConnectionInfo) -> None:
         """Build the message path and install the process-wide patches."""
         from async_kernel.ipython._compat import ZMQInteractiveShell
         from async_kernel.ipython._magics import KernelMagics
+        from async_kernel.ipython._startup import profile_dir
 
         self.hub = SocketHub(connection, self.session)
         self.outbox = Outbox(self.session, self.hub.send, routing.current_parent)
@@ -198,7 +250,9 @@ class Kernel(KernelSettings):
             fd_parent=self.interrupter.sole_job,
         )
         self.stdio.start(self.log_level)
-        self.shell = ZMQInteractiveShell.instance(parent=self, kernel=self, outbox=self.outbox)
+        self.shell = ZMQInteractiveShell.instance(
+            parent=self, kernel=self, outbox=self.outbox, profile_dir=profile_dir(self.profile)
+        )
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
         stdin = StdinBroker(self.outbox, self.stdio.flush)
@@ -246,6 +300,12 @@ class Kernel(KernelSettings):
             on_terminate=self.stop,
         )
 
+    def _start_shell(self) -> None:
+        """Run IPython's start-up steps: extensions, startup files, `exec_lines`, `matplotlib`."""
+        from async_kernel.ipython._startup import KernelStartup
+
+        KernelStartup(self.shell, self.config).run()
+
     def _teardown(self) -> None:
         """Send the output, stop subshells and workers, send what they left, close the sockets.
 
@@ -258,6 +318,7 @@ class Kernel(KernelSettings):
             Worker.stop_all,
             self.stdio.stop,  # flushes again and gives the fds back
             self.hub.stop,  # sends what is queued, then closes the sockets
+            self._remove_own_connection_file,
             self.shell.history_manager.end_session,
             # Undone inside the loop: asyncio's runner then finds its own SIGINT handler back.
             self.patches.restore,
@@ -266,6 +327,10 @@ class Kernel(KernelSettings):
                 step()
             except Exception:
                 log.exception("shutdown step %r failed", step)
+
+    def _remove_own_connection_file(self) -> None:
+        if self._owns_connection_file:
+            pathlib.Path(self.connection_file).unlink(missing_ok=True)
 
     def stop(self, exit_code: int = 0) -> None:
         """Stop the kernel (from any thread): interrupt what runs, flush, exit.

@@ -24,6 +24,14 @@ class KernelSettings(SingletonConfigurable):
         config=True
     )
     """Path of the connection file."""
+    registration_file = Unicode(
+        "", help="A registration file (JEP 66): report the kernel's own ports to a registrar."
+    ).tag(config=True)
+    """Path of a registration file; `-f` can also name one (it has `registration_port`)."""
+    registration_timeout = Float(
+        10.0, help="Seconds to wait for the registrar's acknowledgement (JEP 66)."
+    ).tag(config=True)
+    """How long the handshake waits before the kernel gives up and exits."""
     backend: Backend = CaselessStrEnum(  # pyright: ignore[reportAssignmentType]
         ["asyncio", "trio"], default_value="asyncio", help="The async library of the event loops."
     ).tag(config=True)
@@ -63,6 +71,10 @@ class KernelSettings(SingletonConfigurable):
         3.0, help="Seconds a shutdown waits for interrupted code to end before exiting anyway."
     ).tag(config=True)
     """How long a shutdown (or SIGTERM, or the launcher's death) waits for running code."""
+    profile = Unicode(
+        "default", help="The IPython profile: its startup files, extensions and history."
+    ).tag(config=True)
+    """The IPython profile (`async-kernel start --profile NAME` also reads its config files)."""
     log_level = CaselessStrEnum(
         ["DEBUG", "INFO", "WARNING", "ERROR"], default_value="WARNING", help="Log level."
     ).tag(config=True)

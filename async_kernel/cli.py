@@ -2,10 +2,12 @@
 
 ```text
 async-kernel install [--name N] [--display-name D] [--user | --sys-prefix | --prefix P]
-                     [--backend asyncio|trio] [--Class.trait=value ...]
+                     [--backend asyncio|trio] [--interrupt-mode signal|message]
+                     [--Class.trait=value ...]
 async-kernel uninstall [--name N] [--user | --sys-prefix | --prefix P]
 async-kernel list
 async-kernel start -f CONNECTION_FILE [--Class.trait=value ...]
+async-kernel start --registration-file REGISTRATION_FILE [-f CONNECTION_FILE] [...]
 ```
 
 `start` ignores positional arguments (with a warning on stderr), as ipykernel does: Jupyter
@@ -43,6 +45,7 @@ __all__ = (
 
 CONFIG_FILE_NAME = "async_kernel_config"
 """The base name of the config files read by `start` (`.py` and `.json`)."""
+_IPYTHON_CONFIG_FILE_NAMES = ("ipython_config", "ipython_kernel_config")
 
 _SETTING_RE = re.compile(r"--[A-Za-z_]\w*\.[A-Za-z_]\w*=.*", re.DOTALL)
 _WITH_SETTINGS = frozenset({"install", "start"})
@@ -68,15 +71,22 @@ def config_dirs() -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
-def load_config(settings: Sequence[str] = (), *, dirs: Sequence[Path] | None = None) -> Config:
+def load_config(
+    settings: Sequence[str] = (),
+    *,
+    dirs: Sequence[Path] | None = None,
+    profile: Path | None = None,
+) -> Config:
     """Build the kernel's configuration from config files and command-line settings.
 
-    Settings win over files, a stronger directory over a weaker one, and within one directory
-    `async_kernel_config.json` over `async_kernel_config.py`.
+    Settings win over files, a stronger directory over a weaker one, the kernel's own files
+    over the IPython profile's, and within one directory a `.json` file over a `.py` file.
 
     Args:
         settings: Arguments of the form `--Class.trait=value`.
         dirs: The config directories, strongest first; `config_dirs()` by default.
+        profile: An IPython profile directory: its `ipython_config` and then
+            `ipython_kernel_config` files are read first, as ipykernel reads them.
 
     Returns:
         The merged configuration.
@@ -94,9 +104,13 @@ def load_config(settings: Sequence[str] = (), *, dirs: Sequence[Path] | None = N
 
     config = Config()
     loaders = ((".py", PyFileConfigLoader), (".json", JSONFileConfigLoader))  # later ones win
-    for directory in reversed(config_dirs() if dirs is None else dirs):
+    files: list[tuple[Path, str]] = []
+    if profile is not None:
+        files += [(profile, name) for name in _IPYTHON_CONFIG_FILE_NAMES]
+    files += [(d, CONFIG_FILE_NAME) for d in reversed(config_dirs() if dirs is None else dirs)]
+    for directory, base in files:
         for suffix, loader_class in loaders:
-            path = directory / f"{CONFIG_FILE_NAME}{suffix}"
+            path = directory / f"{base}{suffix}"
             if not path.is_file():
                 continue
             try:
@@ -146,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="install a kernel spec",
         usage="%(prog)s [-h] [--name NAME] [--display-name DISPLAY_NAME]\n"
         "       [--user | --sys-prefix | --prefix PREFIX] [--backend {asyncio,trio}]\n"
-        "       [--Class.trait=value ...]",
+        "       [--interrupt-mode {signal,message}] [--Class.trait=value ...]",
         description="Install a kernel spec that starts async-kernel with this Python. "
         "Extra arguments --Class.trait=value are stored in the spec and passed to every start.",
         allow_abbrev=False,
@@ -166,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=kernelspec.BACKENDS,
         default="asyncio",
         help="the event loop of the main thread (default: asyncio)",
+    )
+    install.add_argument(
+        "--interrupt-mode",
+        choices=kernelspec.INTERRUPT_MODES,
+        default="signal",
+        help="how clients interrupt the kernel: SIGINT, or an interrupt_request message on the "
+        "control channel (for kernels behind gateways or in containers; default: signal)",
     )
 
     uninstall = commands.add_parser(
@@ -191,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     start = commands.add_parser(
         "start",
         help="start the kernel (Jupyter does this)",
-        usage="%(prog)s [-h] -f CONNECTION_FILE [--Class.trait=value ...]",
+        usage="%(prog)s [-h] -f CONNECTION_FILE [--profile NAME] [--Class.trait=value ...]\n"
+        "       %(prog)s [-h] --registration-file REGISTRATION_FILE [-f CONNECTION_FILE] [...]",
         description="Start the kernel. Extra arguments --Class.trait=value configure it; they "
         f"override the config files {CONFIG_FILE_NAME}.py/.json in the Jupyter config dirs.",
         allow_abbrev=False,
@@ -199,9 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "-f",
         "--connection-file",
-        required=True,
         metavar="CONNECTION_FILE",
-        help="the connection file written by the Jupyter client",
+        help="the connection file written by the Jupyter client (or a registration file); with "
+        "--registration-file, where the kernel writes its connection info",
+    )
+    start.add_argument(
+        "--registration-file",
+        metavar="REGISTRATION_FILE",
+        help="start with the JEP 66 handshake: bind ports of the kernel's choosing and report "
+        "them to the registrar the file names",
+    )
+    start.add_argument(
+        "--profile",
+        default="default",
+        metavar="NAME",
+        help="the IPython profile: its config files, startup files and history (default: "
+        "%(default)s)",
     )
     for sub in (install, uninstall, listing, start):
         sub.set_defaults(subparser=sub)
@@ -250,6 +285,7 @@ def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
                     sys_prefix=args.sys_prefix,
                     prefix=args.prefix,
                     backend=args.backend,
+                    interrupt_mode=args.interrupt_mode,
                     settings=settings,
                 )
             except ValueError as e:
@@ -275,28 +311,48 @@ def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
             for name in sorted(specs):
                 print(f"{name:<{width}}  {specs[name]}")
         case _:
-            return _start(parser, args.connection_file, settings)
+            if not (args.connection_file or args.registration_file):
+                parser.error("give -f CONNECTION_FILE, or --registration-file REGISTRATION_FILE")
+            return _start(
+                parser, args.connection_file, args.registration_file, settings, profile=args.profile
+            )
     return 0
 
 
-def _start(parser: argparse.ArgumentParser, connection_file: str, settings: list[str]) -> int:
+def _start(
+    parser: argparse.ArgumentParser,
+    connection_file: str | None,
+    registration_file: str | None,
+    settings: list[str],
+    *,
+    profile: str,
+) -> int:
     from traitlets.config.loader import ArgumentError
 
-    try:
-        config = load_config(settings)
-    except ArgumentError as e:
-        parser.error(str(e))
-    except ConfigFileError as e:
-        return _fail(str(e))
     # Imported here: the kernel pulls in IPython and zmq, which the other commands never need.
-    from async_kernel._kernel import Kernel
-    from async_kernel.wire._connection import ConnectionFileError
+    from async_kernel.ipython._startup import ProfileNotFoundError, profile_dir
 
     try:
-        kernel = Kernel(config=config, connection_file=connection_file)
+        location = Path(profile_dir(profile).location)
+        config = load_config([*settings, f"--Kernel.profile={profile}"], profile=location)
+    except ArgumentError as e:
+        parser.error(str(e))
+    except (ConfigFileError, ProfileNotFoundError) as e:
+        return _fail(str(e))
+    from async_kernel._kernel import Kernel
+    from async_kernel.wire._connection import ConnectionFileError
+    from async_kernel.wire._registration import RegistrationError
+    from async_kernel.wire._sockets import BindError
+
+    files = {"connection_file": connection_file, "registration_file": registration_file}
+    try:
+        kernel = Kernel(config=config, **{name: path for name, path in files.items() if path})
     except ConnectionFileError as e:
         return _fail(f"cannot start the kernel: {e}")
-    code = kernel.run() or 0
+    try:
+        code = kernel.run() or 0
+    except (BindError, RegistrationError) as e:
+        code = _fail(f"cannot start the kernel: {e}")
     _exit_past_user_threads(code)
     return code
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = (
     "DEFAULT_DISPLAY_NAME",
     "DEFAULT_NAME",
+    "INTERRUPT_MODES",
     "KernelSpecNotFoundError",
     "data_dirs",
     "find_kernelspecs",
@@ -31,6 +32,7 @@ __all__ = (
     "install",
     "kernels_dir",
     "normalize_settings",
+    "runtime_dir",
     "uninstall",
     "user_data_dir",
     "validate_name",
@@ -40,6 +42,8 @@ DEFAULT_NAME = "async"
 """The kernel spec name used when none is given."""
 DEFAULT_DISPLAY_NAME = "Python 3 (async-kernel)"
 """The display name used when none is given (" trio" is appended for the trio backend)."""
+INTERRUPT_MODES = ("signal", "message")
+"""How a client interrupts the kernel: SIGINT, or an `interrupt_request` on the control channel."""
 
 _NAME_RE = re.compile(r"[a-z0-9._-]+")
 _SETTING_RE = re.compile(r"(?:--)?(?P<key>[A-Za-z_]\w*\.[A-Za-z_]\w*)=(?P<value>.*)", re.DOTALL)
@@ -72,6 +76,16 @@ def user_data_dir() -> Path:
         return Path(config) / "data"
     xdg = os.environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
     return Path(xdg) / "jupyter"
+
+
+def runtime_dir() -> Path:
+    """Return the Jupyter runtime directory: `$JUPYTER_RUNTIME_DIR`, or `runtime` in the data dir.
+
+    Where connection files go when the kernel names its own (the JEP 66 handshake).
+    """
+    if explicit := os.environ.get("JUPYTER_RUNTIME_DIR"):
+        return Path(explicit)
+    return user_data_dir() / "runtime"
 
 
 def _prefix_data_dir(prefix: str | os.PathLike[str]) -> Path:
@@ -204,6 +218,7 @@ def install(
     sys_prefix: bool = False,
     prefix: str | os.PathLike[str] | None = None,
     backend: Backend = "asyncio",
+    interrupt_mode: str = "signal",
     settings: Mapping[str, object] | Iterable[str] = (),
 ) -> Path:
     """Write a kernel spec that starts this Python with async-kernel.
@@ -220,6 +235,10 @@ def install(
         prefix: Install into `<prefix>/share/jupyter`.
         backend: The event loop of the kernel's main thread, `asyncio` or `trio`. Stored as
             `--Kernel.backend=trio` (nothing is stored for the default, asyncio).
+        interrupt_mode: How clients interrupt the kernel: `signal` (SIGINT to the kernel's
+            process group, what jupyter_client does by default) or `message` (an
+            `interrupt_request` on the control channel: for kernels that a launcher cannot
+            signal, behind gateways, in containers, on other hosts). Both interrupt the same.
         settings: Configuration passed to the kernel on every start, as
             `{"Class.trait": value}` or `["--Class.trait=value", ...]`.
 
@@ -227,9 +246,13 @@ def install(
         The spec's directory.
 
     Raises:
-        ValueError: The name, backend, location or a setting is invalid.
+        ValueError: The name, backend, interrupt mode, location or a setting is invalid.
     """
     validate_name(name)
+    if interrupt_mode not in INTERRUPT_MODES:
+        choices = ", ".join(INTERRUPT_MODES)
+        msg = f"Unknown interrupt mode {interrupt_mode!r}: choose one of {choices}."
+        raise ValueError(msg)
     if backend not in BACKENDS:
         msg = f"Unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}."
         raise ValueError(msg)
@@ -247,8 +270,10 @@ def install(
         "argv": [sys.executable, "-m", "async_kernel", "start", "-f", "{connection_file}", *args],
         "display_name": display_name,
         "language": "python",
-        "interrupt_mode": "signal",
-        "metadata": {"debugger": False},
+        "interrupt_mode": interrupt_mode,
+        # "curve": the kernel encrypts every socket with the CurveZMQ keys of its connection
+        # file (jupyter_client's `KernelManager.transport_encryption`).
+        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
         "env": {},
     }
     spec_dir = kernels_dir(user=user, sys_prefix=sys_prefix, prefix=prefix) / name

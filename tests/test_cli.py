@@ -36,6 +36,7 @@ class FakeKernel(Configurable):
     backend = Unicode("asyncio").tag(config=True)
     answer = Int(0).tag(config=True)
     banner = Unicode("").tag(config=True)
+    profile = Unicode("default").tag(config=True)
     connection_file = Unicode("")
 
     def __init__(self, **kwargs: Any) -> None:
@@ -142,6 +143,15 @@ def test_install_collects_settings(home: Path, capsys: pytest.CaptureFixture[str
     assert spec["display_name"] == "Python 3 (async-kernel) trio"
 
 
+@pytest.mark.parametrize("mode", ["message", "signal"])
+def test_install_interrupt_mode(home: Path, capsys: pytest.CaptureFixture[str], mode: str) -> None:
+    code, _, err = run(["install", "--interrupt-mode", mode], capsys)
+    assert code == 0, err
+    spec = json.loads((home / "data" / "kernels" / "async" / "kernel.json").read_text())
+    assert spec["interrupt_mode"] == mode
+    assert spec["argv"] == BASE_ARGV
+
+
 def test_install_defaults_to_user_dir(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["install", "--display-name", "Mine"], capsys)
     assert code == 0, err
@@ -157,10 +167,11 @@ def test_install_defaults_to_user_dir(home: Path, capsys: pytest.CaptureFixture[
         (["install", "--bogus"], "unrecognized arguments for 'install': --bogus"),
         (["install", "--Kernel.answer", "1"], "--Class.trait=value"),
         (["install", "--backend", "curio"], "invalid choice: 'curio'"),
+        (["install", "--interrupt-mode", "sigint"], "invalid choice: 'sigint'"),
         (["install", "--user", "--sys-prefix"], "not allowed with argument"),
         (["uninstall", "--Kernel.answer=1"], "unrecognized arguments for 'uninstall'"),
         (["list", "extra"], "unrecognized arguments for 'list': extra"),
-        (["start"], "required: -f/--connection-file"),
+        (["start"], "give -f CONNECTION_FILE, or --registration-file REGISTRATION_FILE"),
         (["start", "-f", "c.json", "--Kernel.answer", "1"], "--Class.trait=value"),
         (["start", "-f", "c.json", "script.py", "--bogus"], "arguments for 'start': script.py"),
     ],

@@ -156,6 +156,14 @@ def test_rich_renders_for_jupyter(detect: tuple[Driver, KernelManager, bool]) ->
     assert "bold" in shown["text/html"]
 
 
+def test_click_keeps_its_colours(detect: tuple[Driver, KernelManager, bool]) -> None:
+    d, _, _ = detect
+    out = d.run(
+        "import click\nclick.secho('warm', fg='red')\nclick.echo(click.style('x', bold=True))"
+    )
+    assert out.splitlines() == ["\x1b[31mwarm\x1b[0m", "\x1b[1mx\x1b[0m"]
+
+
 @pytest.mark.parametrize("module", ["tqdm.auto", "tqdm.autonotebook"])
 def test_tqdm_gives_widget_bars(detect: tuple[Driver, KernelManager, bool], module: str) -> None:
     d, _, _ = detect

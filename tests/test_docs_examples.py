@@ -106,8 +106,9 @@ def test_client_blocks_run(block: Block) -> None:
         + "\n"
         + textwrap.dedent(
             """
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        if "km" in globals():  # a block that started a kernel with a manager
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
         """
         )
     )

@@ -42,7 +42,7 @@ def test_install_defaults_to_the_user_dir(home: Path) -> None:
         "display_name": "Python 3 (async-kernel)",
         "language": "python",
         "interrupt_mode": "signal",
-        "metadata": {"debugger": False},
+        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
         "env": {},
     }
 
@@ -216,7 +216,30 @@ def test_jupyter_client_finds_the_spec(home: Path) -> None:
     assert spec.display_name == "Python 3 (async-kernel) trio"
     assert spec.language == "python"
     assert spec.interrupt_mode == "signal"
-    assert spec.metadata == {"debugger": False}
+    assert spec.metadata == {"debugger": False, "supported_encryption": ["curve"]}
+
+
+def test_jupyter_client_sees_curve_support(home: Path) -> None:
+    """What `transport_encryption = "auto"` and `"required"` look for in the spec."""
+    from jupyter_client.manager import KernelManager
+
+    kernelspec.install("async-curve", prefix=home / "path")
+    km = KernelManager(kernel_name="async-curve", transport_encryption="required")
+    assert km._kernel_supports_curve_encryption()  # pyright: ignore[reportPrivateUsage]
+
+
+@pytest.mark.parametrize("mode", ["signal", "message"])
+def test_interrupt_mode(home: Path, mode: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    kernelspec.install("async-int", prefix=home / "path", interrupt_mode=mode)
+    assert KernelSpecManager().get_kernel_spec("async-int").interrupt_mode == mode
+
+
+def test_unknown_interrupt_mode_is_refused(home: Path) -> None:
+    with pytest.raises(ValueError, match="Unknown interrupt mode 'sigint'"):
+        kernelspec.install(interrupt_mode="sigint")
+    assert not (home / "data").exists()
 
 
 def test_spec_argv_runs_the_start_command(home: Path) -> None:

@@ -232,6 +232,12 @@ class OutStream(io.TextIOBase):
         return f"<OutStream {self.stream_name} buffered={self._size}>"
 
 
+# click keeps ANSI colours on a stream that is not a terminal only when its class comes from an
+# `ipykernel.` module (that is how it knows a notebook renders them); ipykernel's class has this
+# name and module.
+OutStream.__module__ = "ipykernel.iostream"
+
+
 class FDCapture:
     """Send what is written to a file descriptor into an `OutStream` (POSIX only).
 

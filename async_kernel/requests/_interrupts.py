@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from IPython.core.interactiveshell import InteractiveShell
 
+from async_kernel.requests._children import signal_descendants
 from async_kernel.requests._deferral import in_held_back_code, wait_out_of_held_back_code
 from async_kernel.wire._job import current_job
 
@@ -170,7 +171,9 @@ class Interrupter:
         """Interrupt `jobs` (all running requests when None), from any thread.
 
         The main thread is reached with SIGINT so that blocking code there is interrupted;
-        the process group gets it too, so child processes started by a cell stop as well.
+        the process group gets it too, so child processes started by a cell stop as well. A
+        kernel that does not lead its group (its launcher does) signals its descendants in
+        the group instead of the group: the same processes, without the launcher.
         """
         targets = frozenset(jobs) if jobs is not None else None
         self._requests.append(targets)
@@ -184,8 +187,10 @@ class Interrupter:
             return
         if jobs is None and os.name == "posix" and os.getpgid(0) == os.getpid():
             os.killpg(os.getpgid(0), signal.SIGINT)
-        else:
-            signal.pthread_kill(main, signal.SIGINT)
+            return
+        if jobs is None and os.name == "posix":
+            signal_descendants(signal.SIGINT)
+        signal.pthread_kill(main, signal.SIGINT)
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler: interrupt what was asked for (everything, for a plain SIGINT)."""

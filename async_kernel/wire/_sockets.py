@@ -6,6 +6,10 @@ iopub output never delays a control request or its reply. Each receives, verifie
 the requests of its sockets and hands them on, and sends the frames that any thread queues for
 them with `SocketHub.send`. No other thread touches these sockets. The heartbeat echo runs in
 libzmq on a thread of its own, so a busy interpreter never looks dead.
+
+Every socket binds exactly where the connection info says (a port in use is a `BindError`, never
+another port), and with CurveZMQ keys in the connection info every one of them, heartbeat
+included, is a CurveZMQ server.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from async_kernel._enums import Channel
+from async_kernel.wire._curve import HandshakeWatch, serve_encrypted
 from async_kernel.wire._ratelog import RateLimitedLog
 from async_kernel.wire._session import MessageError
 
@@ -30,13 +35,34 @@ if TYPE_CHECKING:
     from async_kernel.wire._connection import ConnectionInfo
     from async_kernel.wire._session import Message, Session
 
-__all__ = ("IOThread", "SocketHub")
+__all__ = ("BindError", "IOThread", "SocketHub")
 
 log = logging.getLogger("async_kernel")
 
 _ROUTERS = (Channel.shell, Channel.control, Channel.stdin)
 _RECV_BURST = 64  # messages taken from one socket before the others get a turn
 _SEND_BURST = 256  # messages sent before the sockets are polled for requests again
+
+
+class BindError(RuntimeError):
+    """A socket cannot be bound where the connection info says (a port in use, a foreign ip).
+
+    The kernel never falls back to another port: the launcher wrote the ports down, and its
+    clients connect there.
+    """
+
+    def __init__(self, channel: Channel, url: str, error: zmq.ZMQError) -> None:
+        self.channel = channel
+        """The socket that could not be bound."""
+        self.url = url
+        """Where it was to be bound."""
+        hint = ""
+        if error.errno == errno.EADDRINUSE:
+            hint = ": another process holds it (give a free port, or 0 to let the kernel choose)"
+        elif error.errno == errno.EADDRNOTAVAIL:
+            hint = ": this address is not one of this machine's interfaces"
+        reason = zmq.strerror(error.errno) if error.errno else str(error)
+        super().__init__(f"cannot bind the {channel} socket to {url}: {reason}{hint}")
 
 
 class SocketHub:
@@ -73,6 +99,10 @@ class SocketHub:
             Channel.control: self.control_io,
         }
         self._hb_thread: threading.Thread | None = None
+        self.handshakes = (
+            HandshakeWatch(self.context, self.drops) if connection.curve is not None else None
+        )
+        """Logs the connections refused by CurveZMQ (None without encryption)."""
 
     # --- public, any thread ----------------------------------------------------------------
 
@@ -80,11 +110,15 @@ class SocketHub:
         """Bind every socket and start the threads; return when they are listening.
 
         Raises:
-            RuntimeError: Binding failed (the cause is chained), or a thread did not start.
+            BindError: A socket cannot be bound where the connection info says.
+            RuntimeError: The sockets could not be opened (the cause is chained), or a thread
+                did not start.
         """
         assert self.on_message is not None, "SocketHub.on_message must be set before start()"
         try:
             socks = self._open()
+        except BindError:
+            raise
         except (zmq.ZMQBaseError, OSError) as e:
             msg = f"could not bind the kernel's sockets: {e}"
             raise RuntimeError(msg) from e
@@ -106,6 +140,8 @@ class SocketHub:
         deadline = time.monotonic() + timeout
         for thread in (self.control_io, self.io):
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self.handshakes is not None:
+            self.handshakes.stop(max(0.0, deadline - time.monotonic()))
 
     @property
     def ports(self) -> dict[Channel, int]:
@@ -115,19 +151,30 @@ class SocketHub:
     # --- binding (the thread that calls `start`) -------------------------------------------
 
     def _bind(self, sock: zmq.Socket[bytes], channel: Channel) -> None:
+        """Bind `sock` exactly where the connection info says; choose the port only if it is 0."""
         conn = self.connection
+        if conn.curve is not None:
+            serve_encrypted(sock, conn.curve)
+            if self.handshakes is not None:
+                self.handshakes.watch(sock, channel)
         port = conn.ports.get(channel, 0)
         if conn.transport == "tcp":
-            if port <= 0:
-                port = sock.bind_to_random_port(f"tcp://{conn.ip}")
-            else:
-                sock.bind(conn.url(channel, port))
+            if ":" in conn.ip:  # an IPv6 address: libzmq binds IPv4 only unless told
+                sock.setsockopt(zmq.IPV6, 1)
+            url = conn.url(channel, port if port > 0 else "*")  # *: the system picks a port
         else:
             if port <= 0:
                 port = 1
                 while os.path.exists(f"{conn.ip}-{port}") or port in conn.ports.values():
                     port += 1
-            sock.bind(conn.url(channel, port))
+            url = conn.url(channel, port)
+        try:
+            sock.bind(url)
+        except zmq.ZMQError as e:
+            raise BindError(channel, url, e) from e
+        if port <= 0:
+            endpoint: bytes = sock.getsockopt(zmq.LAST_ENDPOINT)  # pyright: ignore[reportAssignmentType]
+            port = int(endpoint.rpartition(b":")[2])
         conn.ports[channel] = port
 
     def _open(self) -> dict[Channel, zmq.Socket[bytes]]:
@@ -148,7 +195,7 @@ class SocketHub:
             hb.setsockopt(zmq.LINGER, 0)
             self._bind(hb, Channel.heartbeat)
         except BaseException:
-            for sock in socks.values():
+            for sock in socks.values():  # the ports bound so far are free again
                 sock.close(linger=0)
             raise
         del socks[Channel.heartbeat]
@@ -156,6 +203,8 @@ class SocketHub:
             target=self._heartbeat, args=(hb,), name="async_kernel_heartbeat", daemon=True
         )
         self._hb_thread.start()
+        if self.handshakes is not None:
+            self.handshakes.start()
         return socks
 
     @staticmethod
