@@ -306,9 +306,7 @@ class Interrupter:
             return
         tid = threading.get_ident()
         main = tid == threading.main_thread().ident
-        if tid in self._in_safe_point:
-            # A comm handler's own sleep inside a cell's: plain, and an interrupt waits for the
-            # handler to return (the cell's sleep raises it).
+        if tid in self._in_safe_point:  # a comm handler's own sleep, inside a cell's sleep
             self._plain_sleep(seconds, main=main)
             return
         running = None
@@ -330,9 +328,8 @@ class Interrupter:
     @staticmethod
     def _plain_sleep(seconds: float, *, main: bool) -> None:
         if main and seconds > _SLEEP_SLICE:
-            # In slices: a SIGINT that lands between the last check for signals and the start
-            # of the sleep's system call would otherwise be handled only when the whole sleep
-            # ends.
+            # In slices: a SIGINT landing between the last check for signals and the sleep's
+            # system call would otherwise wait for the whole sleep.
             deadline = time.monotonic() + seconds
             while (left := deadline - time.monotonic()) > 0:
                 _original_sleep(min(left, _SLEEP_SLICE))
