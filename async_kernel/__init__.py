@@ -11,6 +11,7 @@ from async_kernel._kernel import Kernel, get_kernel
 from async_kernel._version import __version__
 from async_kernel.callers._caller import Caller, get_caller
 from async_kernel.callers._pending import Pending, PendingCancelled
+from async_kernel.output._comm import CommPolicy, set_comm_policy
 from async_kernel.output._routing import (
     ThreadParentPolicy,
     current_parent,
@@ -23,6 +24,7 @@ from async_kernel.wire._job import ExecuteState, Job, get_job
 __all__ = (
     "Caller",
     "Channel",
+    "CommPolicy",
     "ExecuteState",
     "Job",
     "Kernel",
@@ -39,5 +41,6 @@ __all__ = (
     "get_kernel",
     "output_to",
     "reset_thread_parent",
+    "set_comm_policy",
     "set_thread_parent",
 )

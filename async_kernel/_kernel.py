@@ -31,6 +31,7 @@ from async_kernel.output import _routing as routing
 from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
 from async_kernel.output._stdio import StdIO
+from async_kernel.requests._comms import CommRouter
 from async_kernel.requests._dispatcher import (
     Aborts,
     Callers,
@@ -102,7 +103,7 @@ class Kernel(KernelSettings):
         """The subshells (JEP 91): `create()`, `ids()`, `caller(id)`, `delete(id)`."""
         self.patches = ProcessPatches()
         """What the kernel changed in the interpreter, undone when it stops."""
-        self.comm_manager = KernelCommManager()
+        self.comm_manager = KernelCommManager(self.comm_policy)
         """The comm manager (`comm.get_comm_manager()` while the kernel runs)."""
         self.memory_trim: MemoryTrim | None = None
         """Returns freed memory to the system after bursts (None when `trim_memory` is off)."""
@@ -148,6 +149,11 @@ class Kernel(KernelSettings):
     @observe("thread_parent_policy")
     def _policy_changed(self, change: dict[str, Any]) -> None:
         routing.set_thread_parent_policy(change["new"])
+
+    @observe("comm_policy")
+    def _comm_policy_changed(self, change: dict[str, Any]) -> None:
+        if hasattr(self, "comm_manager"):
+            self.comm_manager.policy = change["new"]
 
     def get_run_mode(
         self, msg_type: str, *, channel: Channel = Channel.shell, job: Job | None = None
@@ -253,7 +259,6 @@ class Kernel(KernelSettings):
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
         stdin = StdinBroker(self.outbox, self.stdio.flush)
-        self.subshells.on_delete = self.aborts.forget
         self.handlers = RequestHandlers(
             shell=self.shell,
             outbox=self.outbox,
@@ -267,14 +272,24 @@ class Kernel(KernelSettings):
             backend=self.backend,
         )
         callers = Callers(self.main_caller, self.control_caller, self.shell_caller, self.subshells)
+        runner = JobRunner(self.outbox, self.handlers)
+        comms = CommRouter(self.comm_manager, runner.run_now, self.main_caller, self.subshells)
+        self.interrupter.safe_points = comms.work_here
+
+        def subshell_deleted(subshell_id: str) -> None:
+            self.aborts.forget(subshell_id)
+            comms.forget(subshell_id)
+
+        self.subshells.on_delete = subshell_deleted
         self.dispatcher = Dispatcher(
-            JobRunner(self.outbox, self.handlers),
+            runner,
             callers,
             self.aborts,
             concurrency_mode=lambda: self.concurrency_mode,
             on_input_reply=stdin.on_reply,
             refusals=self.hub.drops,  # one log of bad input, flushed when the sockets close
             on_finished=self._memory_trim().finished if self.trim_memory else None,
+            comms=comms,
         )
         self.hub.on_message = self.dispatcher.receive
         routing.set_thread_parent_policy(self.thread_parent_policy)

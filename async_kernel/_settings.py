@@ -8,6 +8,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Unicode, UseEnum
 from traitlets.config import SingletonConfigurable
 
 from async_kernel._enums import KernelConcurrencyMode
+from async_kernel.output._comm import CommPolicy
 from async_kernel.output._routing import ThreadParentPolicy
 
 if TYPE_CHECKING:
@@ -47,6 +48,13 @@ class KernelSettings(SingletonConfigurable):
         help="Where output of plain threads goes: `latest` cell, or the `starter` cell.",
     ).tag(config=True)
     """Where output from plain threads goes (see `ThreadParentPolicy`)."""
+    comm_policy = UseEnum(
+        CommPolicy,
+        default_value=CommPolicy.owner,
+        help="Which thread runs comm handlers: the comm's `owner` (also inside its cells' "
+        "time.sleep), `owner_idle` (never inside a cell), or where a message `arrival`es.",
+    ).tag(config=True)
+    """Which thread runs comm handlers, for comms and targets without a policy of their own."""
     capture_fd_output = Bool(True, help="Capture output written to file descriptors 1 and 2.").tag(
         config=True
     )

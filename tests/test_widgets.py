@@ -1,5 +1,8 @@
 """A cell awaits an ipywidgets button click, over a real kernel (asyncio and trio).
 
+The click comes with the subshell header JupyterLab's "comms over subshells" setting gives it
+(each value of the setting); the handler runs where the button was made.
+
 The cell creates a `Button` whose click handler sets an `anyio.Event` through the cell's own
 `Caller` (`caller.call_direct(event.set)`), then awaits the event. The test plays the
 front end: it finds the button's comm, checks that completion, inspection and kernel_info are
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from kernel_driver import Driver
+from lab_comms import SETTINGS, LabComms
 
 if TYPE_CHECKING:
     from jupyter_client.blocking.client import BlockingKernelClient
@@ -37,9 +41,10 @@ print("clicked")
 """
 
 
+@pytest.mark.parametrize("setting", SETTINGS)
 @pytest.mark.parametrize("mode", ["queue", "task", "thread"])
 def test_cell_awaits_button_click(
-    kernel: tuple[KernelManager, BlockingKernelClient], mode: str
+    kernel: tuple[KernelManager, BlockingKernelClient], mode: str, setting: str
 ) -> None:
     """The click arrives as a comm_msg while the cell awaits; the cell then finishes."""
     d = Driver(kernel[1])
@@ -65,7 +70,8 @@ def test_cell_awaits_button_click(
     assert d.reply(info)["content"]["status"] == "ok"
     assert d.got(cell).reply is None, "the cell finished before the click"
 
-    click = d.comm_msg(comm_id, {"method": "custom", "content": {"event": "click"}})
+    lab = LabComms(d, setting)
+    click = lab.custom(comm_id, {"event": "click"}, "jupyter.widget")
     reply = d.reply(cell)
     assert reply["content"]["status"] == "ok", d.errors(cell)
     assert d.stdout(cell).endswith("clicked\n")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.events import EventManager
 
+from async_kernel.output._comm import at_safe_point
 from async_kernel.output._routing import current_parent
 from async_kernel.wire._job import current_job
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ("CellFigures", "KernelEventManager")
 
 _INLINE_MODULE = "matplotlib_inline.backend_inline"
+_CELL_EVENTS = frozenset({"pre_execute", "post_execute"})
 
 
 class _Drawn:
@@ -248,7 +250,14 @@ class KernelEventManager(EventManager):
         super().unregister(event, self.figures.adopt(function))
 
     def trigger(self, event: str, *args: Any, **kwargs: Any) -> None:
-        """Call the callbacks of `event` (errors are shown, as IPython does)."""
+        """Call the callbacks of `event` (errors are shown, as IPython does).
+
+        A comm handler that runs inside a cell's `time.sleep` triggers no `pre_execute` or
+        `post_execute`: those would flush the cell's pending displays (a new ipympl figure)
+        under the comm message; the cell's own end triggers them.
+        """
+        if event in _CELL_EVENTS and at_safe_point():
+            return
         if event == "pre_execute":
             self.figures.cell_started()
         try:

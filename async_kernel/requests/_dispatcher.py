@@ -12,21 +12,23 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from async_kernel._enums import Channel, KernelConcurrencyMode, MsgType, RunMode
+from async_kernel.requests._comms import PerKey
 from async_kernel.requests._content import request_problem
 from async_kernel.requests._subshells import UnknownSubshellError
 from async_kernel.wire._job import Job, error_content
 from async_kernel.wire._ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable
 
     import aiologic
 
     from async_kernel.callers._caller import Caller
     from async_kernel.callers._pending import Pending
+    from async_kernel.requests._comms import CommRouter
     from async_kernel.requests._runner import JobRunner
     from async_kernel.requests._subshells import SubshellManager
     from async_kernel.wire._session import Message
@@ -52,8 +54,8 @@ _SHELL_AND_CONTROL: dict[MsgType, tuple[RunMode | None, RunMode]] = {
     MsgType.comm_msg: (RunMode.task, RunMode.task),
     MsgType.kernel_info_request: (RunMode.blocking, RunMode.blocking),
     MsgType.comm_info_request: (RunMode.blocking, RunMode.blocking),
-    MsgType.comm_open: (RunMode.blocking, RunMode.blocking),
-    MsgType.comm_close: (RunMode.blocking, RunMode.blocking),
+    MsgType.comm_open: (RunMode.task, RunMode.task),
+    MsgType.comm_close: (RunMode.task, RunMode.task),
     MsgType.interrupt_request: (RunMode.task, RunMode.task),
     MsgType.shutdown_request: (None, RunMode.task),
     MsgType.debug_request: (None, RunMode.task),
@@ -71,6 +73,9 @@ DEFAULT_RUN_MODES: dict[tuple[Channel, MsgType], RunMode] = {
 """The run mode of each (channel, msg_type) under `KernelConcurrencyMode.default`."""
 
 _MODE_PREFIXES = ("##", "RunMode.")
+# Comm messages go to their comm's owner in every run mode (the messages of one comm in
+# arrival order: trio does not start tasks in the order they were spawned).
+_COMM_TYPES = frozenset({MsgType.comm_open, MsgType.comm_msg, MsgType.comm_close})
 
 
 def execute_override(job: Job) -> RunMode | None:
@@ -195,6 +200,8 @@ class Dispatcher:
         refusals: Where refused requests (malformed, unknown type) are logged, rate-limited.
         on_finished: Called as `on_finished(idle=...)` each time a job finishes, `idle` when
             no other job is unfinished (on the thread that finished it).
+        comms: Sends comm messages to the thread of their comm's owner; without it, they run
+            on the shell they were sent to, as other requests do.
     """
 
     def __init__(
@@ -207,9 +214,11 @@ class Dispatcher:
         on_input_reply: Callable[[Message], None],
         refusals: RateLimitedLog | None = None,
         on_finished: Callable[..., object] | None = None,
+        comms: CommRouter | None = None,
     ) -> None:
         self._runner = runner
         self._on_finished = on_finished
+        self._comms = comms
         self._callers = callers
         self._aborts = aborts
         self._concurrency_mode = concurrency_mode
@@ -303,6 +312,15 @@ class Dispatcher:
 
     def _launch(self, job: Job) -> Pending[None]:
         run = self._runner.run
+        if job.msg_type in _COMM_TYPES and job.reject is None:
+            if self._comms is not None:
+                pending = self._comms.submit(job, self._callers.caller_for(job))
+            else:
+                comm_id = job.content.get("comm_id")
+                pending = self._callers.caller_for(job).queue_call(PerKey(comm_id, run), job)
+            if job.run_mode is RunMode.blocking:
+                pending.add_done_callback(lambda _: self._release(job))
+            return pending
         match job.run_mode:
             case RunMode.blocking:
                 user_code = job.msg_type == MsgType.execute_request
@@ -317,11 +335,6 @@ class Dispatcher:
                 return self._callers.caller_for(job).queue_call(run, job)
             case RunMode.thread:
                 return self._callers.caller_for(job).to_thread(run, job)
-            case _ if job.msg_type == MsgType.comm_msg:
-                # Trio does not start tasks in the order they were spawned: messages of one
-                # comm go through a FIFO of their own, so they are handled in arrival order.
-                comm_id = job.content.get("comm_id")
-                return self._callers.caller_for(job).queue_call(_Ordered(comm_id, run), job)
             case _:
                 return self._callers.caller_for(job).call_soon(run, job)
 
@@ -350,7 +363,7 @@ class Callers:
     control: Caller
     """The control channel's."""
     shell: Caller
-    """Blocking main-shell requests that are not user code (kernel_info, comm_open, ...)."""
+    """Blocking main-shell requests that are not user code (kernel_info, comm_info)."""
     subshells: SubshellManager
     """The subshells, each with a caller of its own."""
 
@@ -367,22 +380,3 @@ class Callers:
         if job.subshell_id is not None and job.reject is None:
             return self.subshells.caller(job.subshell_id)
         return self.shell if blocking else self.main
-
-
-class _Ordered:
-    """Runs jobs; equal for equal keys, so `queue_call` keeps one FIFO per key."""
-
-    __slots__ = ("key", "run")
-
-    def __init__(self, key: object, run: Callable[[Job], Coroutine[Any, Any, None]]) -> None:
-        self.key = key
-        self.run = run
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Ordered) and other.key == self.key and other.run == self.run
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __call__(self, job: Job) -> Coroutine[Any, Any, None]:
-        return self.run(job)

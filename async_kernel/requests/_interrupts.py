@@ -5,6 +5,10 @@
 * Blocking code in other threads (`##thread` cells, subshells) gets `KeyboardInterrupt` as an
   asynchronous exception; `time.sleep` in those threads is made interruptible, since CPython
   cannot deliver an asynchronous exception to a thread sleeping in C.
+
+The kernel's `time.sleep` is also where a cell of the main shell or a subshell handles the
+comm messages of its shell that arrive meanwhile (a *safe point*, see `requests._comms`); an
+interrupt that comes while such a handler runs waits until it returns.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -28,7 +32,7 @@ from async_kernel.requests._deferral import in_held_back_code, wait_out_of_held_
 from async_kernel.wire._job import current_job
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from types import FrameType
 
     import anyio
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from async_kernel.callers._caller import Caller
     from async_kernel.wire._job import Job
 
-__all__ = ("Interrupter", "Running")
+__all__ = ("Interrupter", "Running", "SafePointWork")
 
 log = logging.getLogger("async_kernel")
 
@@ -66,6 +70,23 @@ class Running:
     """A `KeyboardInterrupt` was sent to its thread as an asynchronous exception."""
     deferred: int = 0
     """Times its interrupt found it inside the kernel's output code and was sent again later."""
+    interrupt_pending: bool = False
+    """`wake` was set to interrupt it (and not by a comm message for its sleep)."""
+
+
+class SafePointWork(Protocol):
+    """The comm messages a thread's cell may handle inside its `time.sleep`."""
+
+    sleeper: threading.Event | None
+    """The event to set when such a message arrives (None: nobody sleeps)."""
+
+    def ready(self) -> bool:
+        """Whether such a message waits."""
+        ...
+
+    def run_at_safe_point(self) -> None:
+        """Handle the waiting messages."""
+        ...
 
 
 def _mark(job: Job) -> None:
@@ -103,6 +124,13 @@ class Interrupter:
         self._snapshot: tuple[Running, ...] = ()
         self._lock = threading.Lock()
         self._sleeping: set[int] = set()
+        self.safe_points: Callable[[], SafePointWork | None] | None = None
+        """Returns the comm messages that this thread's cells handle at safe points, if any."""
+        self._main_wake = threading.Event()
+        # Threads running comm handlers inside a cell's sleep: their interrupt waits for it.
+        self._in_safe_point: set[int] = set()
+        self._main_interrupt_pending = False
+        self._safe_point_job: Job | None = None
         # Interrupts requested and not yet handled by the SIGINT handler: None for "all", else
         # the targets. They add up, so a timeout and a user's interrupt close together do not
         # overwrite each other; appends and pops of a deque are atomic.
@@ -182,6 +210,9 @@ class Interrupter:
             targets = None
         main_in_code = _runs_user_code(frame)
         current = current_job.get()
+        if threading.get_ident() in self._in_safe_point:
+            # A comm handler runs in its own context: the cell is the one whose sleep runs it.
+            current = self._safe_point_job
         here: Running | None = None
         elsewhere: list[Running] = []
         awaiting: list[Running] = []
@@ -203,6 +234,11 @@ class Interrupter:
             # takes none of the locks the interrupted code may hold.
             _thread.start_new_thread(self._interrupt_all, (elsewhere, awaiting))
         if here is None:
+            return
+        if threading.get_ident() in self._in_safe_point:
+            # A comm handler runs inside the cell's time.sleep: the cell gets the interrupt
+            # once it returns (the handler's own request would otherwise swallow it).
+            self._main_interrupt_pending = True
             return
         if here.deferred < _DEFER_AT_MOST and in_held_back_code(frame, _RUN_CODE):
             # Inside the kernel's output code (a `print`): sent again once the cell is out.
@@ -242,6 +278,7 @@ class Interrupter:
                 return
             if tid != threading.get_ident() and _runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
                 if tid in self._sleeping:
+                    running.interrupt_pending = True
                     running.wake.set()
                 else:
                     running.async_exc_sent = True
@@ -259,30 +296,105 @@ class Interrupter:
     # --- interruptible sleep ---------------------------------------------------------------
 
     def sleep(self, seconds: float, /) -> None:
-        """The kernel's `time.sleep`: ends early with `KeyboardInterrupt` when interrupted."""
+        """The kernel's `time.sleep`: ends early with `KeyboardInterrupt` when interrupted.
+
+        In a cell of the main shell or of a subshell, it handles the comm messages of that
+        shell that arrive while it sleeps (a safe point); it still sleeps `seconds` in all.
+        """
         if not seconds > 0:  # 0 yields the GIL, a negative (or NaN) raises: as `time.sleep`
             _original_sleep(seconds)
             return
         tid = threading.get_ident()
+        main = tid == threading.main_thread().ident
+        if tid in self._in_safe_point:  # a comm handler's own sleep, inside a cell's sleep
+            self._plain_sleep(seconds, main=main)
+            return
         running = None
-        if tid != threading.main_thread().ident:
+        if not main:
             with self._lock:
                 running = next((r for r in self._running.values() if r.thread_id == tid), None)
-        if running is None:
-            if tid == threading.main_thread().ident and seconds > _SLEEP_SLICE:
-                # In slices: a SIGINT that lands between the last check for signals and the
-                # start of the sleep's system call would otherwise be handled only when the
-                # whole sleep ends.
-                deadline = time.monotonic() + seconds
-                while (left := deadline - time.monotonic()) > 0:
-                    _original_sleep(min(left, _SLEEP_SLICE))
-                return
+        work = None
+        if self.safe_points is not None and (running is not None or main):
+            work = self.safe_points()
+            if work is not None and running is None and not _runs_user_code(sys._getframe(1)):  # pyright: ignore[reportPrivateUsage]
+                work = None  # the main thread, but not in a cell (the kernel's own sleep)
+        if running is not None:
+            self._sleep_in_cell(running, seconds, work)
+        elif work is not None:
+            self._sleep_in_main_cell(seconds, work)
+        else:
+            self._plain_sleep(seconds, main=main)
+
+    @staticmethod
+    def _plain_sleep(seconds: float, *, main: bool) -> None:
+        if main and seconds > _SLEEP_SLICE:
+            # In slices: a SIGINT landing between the last check for signals and the sleep's
+            # system call would otherwise wait for the whole sleep.
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                _original_sleep(min(left, _SLEEP_SLICE))
+        else:
             _original_sleep(seconds)
-            return
+
+    def _run_safe_point(self, tid: int, work: SafePointWork) -> None:
+        self._in_safe_point.add(tid)
+        try:
+            work.run_at_safe_point()
+        finally:
+            self._in_safe_point.discard(tid)
+
+    def _sleep_in_cell(self, running: Running, seconds: float, work: SafePointWork | None) -> None:
+        """Sleep in a cell outside the main thread: an interrupt sets `running.wake`."""
+        tid = running.thread_id
+        deadline = time.monotonic() + seconds
+        # Sleeping for the interrupter from the first to the last moment, handlers included:
+        # an interrupt then wakes the sleep instead of raising inside a comm handler.
         self._sleeping.add(tid)
         try:
-            if running.wake.wait(max(0.0, seconds)):
-                running.wake.clear()
-                raise KeyboardInterrupt
+            while True:
+                if work is not None:
+                    self._run_safe_point(tid, work)
+                if running.interrupt_pending:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if work is not None:
+                    work.sleeper = running.wake
+                try:
+                    if work is not None and work.ready():
+                        continue
+                    if running.wake.wait(left):
+                        running.wake.clear()
+                finally:
+                    if work is not None:
+                        work.sleeper = None
+                if running.interrupt_pending:
+                    break
         finally:
             self._sleeping.discard(tid)
+        running.interrupt_pending = False
+        raise KeyboardInterrupt
+
+    def _sleep_in_main_cell(self, seconds: float, work: SafePointWork) -> None:
+        """Sleep in a cell of the main thread, handling its comm messages meanwhile."""
+        deadline = time.monotonic() + seconds
+        wake = self._main_wake
+        self._safe_point_job = current_job.get()
+        while True:
+            self._run_safe_point(threading.get_ident(), work)
+            if self._main_interrupt_pending:
+                self._main_interrupt_pending = False
+                raise KeyboardInterrupt
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            work.sleeper = wake
+            try:
+                if work.ready():
+                    continue
+                # In slices, as a plain sleep of the main thread (SIGINT is checked between).
+                if wake.wait(min(left, _SLEEP_SLICE)):
+                    wake.clear()
+            finally:
+                work.sleeper = None

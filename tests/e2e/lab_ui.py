@@ -139,6 +139,11 @@ class Notebook:
         """Wait until cell `index` has finished (its prompt shows an execution count)."""
         expect(self.prompt(index)).to_have_text(_DONE_PROMPT, timeout=timeout)
 
+    def run_all(self) -> None:
+        """Run every cell, from the main menu's Run > Run All Cells (`notebook:run-all-cells`)."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
     # --- consoles --------------------------------------------------------------------------
 
     def open_subshell_console(self) -> Console:
