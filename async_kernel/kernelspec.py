@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from async_kernel._enums import BACKENDS, Backend
+from async_kernel.requests._debugger import debugpy_available
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -248,7 +249,7 @@ def install(
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
-        "metadata": {"debugger": False},
+        "metadata": {"debugger": debugpy_available()},
         "env": {},
     }
     spec_dir = kernels_dir(user=user, sys_prefix=sys_prefix, prefix=prefix) / name

@@ -42,7 +42,7 @@ def test_install_defaults_to_the_user_dir(home: Path) -> None:
         "display_name": "Python 3 (async-kernel)",
         "language": "python",
         "interrupt_mode": "signal",
-        "metadata": {"debugger": False},
+        "metadata": {"debugger": True},  # debugpy is installed with the dev extra
         "env": {},
     }
 
@@ -216,7 +216,18 @@ def test_jupyter_client_finds_the_spec(home: Path) -> None:
     assert spec.display_name == "Python 3 (async-kernel) trio"
     assert spec.language == "python"
     assert spec.interrupt_mode == "signal"
-    assert spec.metadata == {"debugger": False}
+    assert spec.metadata == {"debugger": True}
+
+
+def test_spec_says_no_debugger_without_debugpy(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where debugpy cannot be imported the spec says `debugger: false` (no toggle in Lab)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "debugpy" else real(name, *a)
+    )
+    assert read_spec(kernelspec.install())["metadata"] == {"debugger": False}
 
 
 def test_spec_argv_runs_the_start_command(home: Path) -> None:

@@ -18,9 +18,10 @@ from async_kernel._version import __version__
 from async_kernel.callers._caller import Caller
 from async_kernel.output._routing import set_latest_execute
 from async_kernel.requests import _introspection as introspection
+from async_kernel.requests._debugger import debugpy_available
 from async_kernel.requests._interrupts import Running
 from async_kernel.requests._usercontext import UserContexts
-from async_kernel.wire._job import ExecuteState, error_content
+from async_kernel.wire._job import ExecuteState
 from async_kernel.wire._session import PROTOCOL_VERSION, utcnow_iso
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from async_kernel.callers._pending import Pending
     from async_kernel.ipython._shell import AsyncInteractiveShell
     from async_kernel.output._comm import KernelCommManager
+    from async_kernel.requests._debugger import Debugger
     from async_kernel.requests._dispatcher import Aborts
     from async_kernel.requests._interrupts import Interrupter
     from async_kernel.requests._subshells import SubshellManager
@@ -62,6 +64,7 @@ class RequestHandlers:
         flush: Sends buffered output (before an execute reply).
         stop: Stops the kernel (after a shutdown reply).
         backend: The async backend, named in the banner.
+        debugger: Answers debug requests (None: the kernel has no debugger).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class RequestHandlers:
         flush: Callable[[], None],
         stop: Callable[[], None],
         backend: str,
+        debugger: Debugger | None = None,
     ) -> None:
         self.shell = shell
         self.outbox = outbox
@@ -88,6 +92,7 @@ class RequestHandlers:
         self.flush = flush
         self.stop = stop
         self.backend = backend
+        self.debugger = debugger
         self._info: dict[str, Any] | None = None
         self.user_contexts = UserContexts()
         """The context variables cells set, carried to the next cell of their (sub)shell."""
@@ -125,7 +130,7 @@ class RequestHandlers:
                 {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
             ],
             supported_features=["kernel subshells"],
-            debugger=False,
+            debugger=self.debugger is not None and debugpy_available(),
         )
 
     def comm_info_request(self, job: Job) -> dict[str, Any]:
@@ -320,15 +325,19 @@ class RequestHandlers:
         job.after_reply = self.stop
         return _ok(restart=restart)
 
-    def debug_request(self, job: Job) -> dict[str, Any]:
-        """The debugger is not part of async-kernel: say so (kernel_info says `debugger: false`)."""
-        return {
-            "status": "error",
-            **error_content(
-                "DebuggerUnavailable",
-                "async-kernel has no debugger (kernel_info_reply says debugger: false)",
-            ),
-        }
+    async def debug_request(self, job: Job) -> dict[str, Any]:
+        """A DAP request for the debugger; the reply is its DAP response."""
+        if self.debugger is None:
+            seq = job.content.get("seq", 0)
+            return {
+                "type": "response",
+                "seq": seq,
+                "request_seq": seq,
+                "command": str(job.content.get("command", "")),
+                "success": False,
+                "message": "this kernel runs without a debugger",
+            }
+        return await self.debugger.handle(job)
 
     def create_subshell_request(self, job: Job) -> dict[str, Any]:
         """Create a subshell and return its id."""
