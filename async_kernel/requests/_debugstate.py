@@ -20,9 +20,11 @@ from IPython.core.inputtransformer2 import leading_empty_lines
 
 from async_kernel._threads import hide_from_debugger
 from async_kernel.requests._dap import DapClient, DapClosedError
+from async_kernel.requests._frames import KERNEL_PREFIXES, LIBRARY_PREFIXES, debugger_prefixes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from types import FrameType
 
     from async_kernel.ipython._shell import AsyncInteractiveShell
 
@@ -150,30 +152,30 @@ class DebugState:
             self.stopped.discard(thread_id)
 
     def _resolve_stopped(self, event: dict[str, Any]) -> None:
-        """All threads stopped: record those that show user frames, then publish the event."""
+        """All threads stopped: record those waiting in debugpy over user frames, publish."""
+        body = event.get("body") or {}
         try:
-            self.stopped.update(self.threads_with_user_frames())
+            found = self.threads_with_user_frames()
         except (DapClosedError, TimeoutError) as e:
             log.warning("could not list the stopped threads: %s", e)
+            found = []
+        if isinstance(body.get("threadId"), int):
+            found.append(body["threadId"])
+        self.stopped.update(found)
         self._publish(event)
 
     def threads_with_user_frames(self) -> list[int]:
-        """The DAP ids of the threads whose stack (as debugpy shows it) has frames."""
-        client = self.client
-        if client is None:
-            return []
-        found: list[int] = []
-        for thread in self.threads():
-            reply = client.request_sync(
-                {
-                    "command": "stackTrace",
-                    "seq": 0,
-                    "arguments": {"threadId": thread["id"], "levels": 1},
-                }
-            )
-            if reply.get("success") and reply.get("body", {}).get("stackFrames"):
-                found.append(thread["id"])
-        return found
+        """The DAP ids of the threads suspended in debugpy with the user's frames beneath."""
+        by_name = {t.name: t.ident for t in threading.enumerate()}
+        frames = sys._current_frames()  # pyright: ignore[reportPrivateUsage]
+        try:
+            return [
+                thread["id"]
+                for thread in self.threads()
+                if _suspended_in_user_code(frames.get(by_name.get(thread["name"], -1) or -1))
+            ]
+        finally:
+            del frames  # the frames of other threads keep their locals alive
 
     def threads(self) -> list[dict[str, Any]]:
         """The threads debugpy lists (id and name), from a plain thread."""
@@ -217,6 +219,20 @@ class DebugState:
             log.warning("could not resume the stopped threads for an interrupt: %s", e)
             return False
         return bool(ids)
+
+
+def _suspended_in_user_code(frame: FrameType | None) -> bool:
+    """Whether a thread whose innermost frame is `frame` waits in debugpy over user frames."""
+    debugger = debugger_prefixes()
+    waiting = user = False
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(debugger):
+            waiting = waiting or frame.f_code.co_name == "do_wait_suspend"
+        elif not name.startswith(KERNEL_PREFIXES + LIBRARY_PREFIXES):
+            user = True
+        frame = frame.f_back
+    return waiting and user
 
 
 async def rich_in_frame(
