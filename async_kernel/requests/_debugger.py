@@ -231,9 +231,15 @@ class Debugger:
             hide_from_debugger(history)
         tmp = os.path.dirname(self.cells.prefix())
         os.makedirs(tmp, mode=0o700, exist_ok=True)
+        hook = sys.breakpointhook
         import debugpy
 
-        host, port = debugpy.listen(("127.0.0.1", 0))
+        try:
+            host, port = debugpy.listen(("127.0.0.1", 0))
+        finally:
+            # debugpy installs a `breakpoint()` hook of its own; until a client attaches,
+            # `breakpoint()` stays what it was (pdb, as in IPython).
+            sys.breakpointhook = hook
         return str(host), int(port)
 
     async def attach(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +251,10 @@ class Debugger:
         host, port = self._endpoint
         arguments["connect"] = {"host": host, "port": port}
         arguments.setdefault("justMyCode", True)
+        # A breakpoint stops its own thread only: the kernel, other subshells and `##thread`
+        # cells go on (debugpy would stop every thread, and a step would resume them all).
+        arguments.setdefault("stopAllThreadsOnSuspend", False)
+        arguments.setdefault("steppingResumesAllThreads", False)
         rules = list(arguments.get("rules") or [])
         rules.append({"path": _KERNEL_DIR, "include": False})
         arguments["rules"] = rules

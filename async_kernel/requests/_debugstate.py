@@ -194,11 +194,15 @@ class DebugState:
         """
         if not self.stopped or self.client is None:
             return False
-        names = {t.name for t in threading.enumerate() if t.ident in set(idents)}
+        wanted = set(idents)
+        names = {t.name for t in threading.enumerate() if t.ident in wanted}
         try:
-            ids = [t["id"] for t in self.threads() if t["name"] in names]
-            ids = [i for i in ids if i in self.stopped]
+            ids = [
+                t["id"] for t in self.threads() if t["name"] in names and t["id"] in self.stopped
+            ]
             for thread_id in ids:
+                # Forgotten before it runs again: its cell may end before the answer comes.
+                self.stopped.discard(thread_id)
                 self.client.request_sync(
                     {
                         "command": "continue",
@@ -206,7 +210,6 @@ class DebugState:
                         "arguments": {"threadId": thread_id, "singleThread": True},
                     }
                 )
-                self.stopped.discard(thread_id)
                 self._publish(
                     {
                         "type": "event",
