@@ -284,3 +284,42 @@ def test_disconnect_and_attach_again(dbg: DebugClient, driver: Driver) -> None:
         assert path
     # Detached: the breakpoints are gone, the cell runs through.
     assert driver.run(CELL) == "result 5\n"
+
+
+def test_without_debugpy_the_kernel_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No debugpy: kernel_info says `debugger: false`, a debug_request fails with the fix."""
+    import importlib.util
+    from types import SimpleNamespace
+    from typing import Any
+
+    import anyio
+
+    from async_kernel.requests._debugger import CellFiles, Debugger
+    from async_kernel.requests._handlers import RequestHandlers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "debugpy" else real(name, *a)
+    )
+    cells = CellFiles("Murmur2", HASH_SEED, lambda: "/tmp/x/", FILE_SUFFIX, lambda c: c)
+    none: Any = None
+    debugger = Debugger(outbox=none, cells=cells, shell=none, run_sync=none)
+    handlers = RequestHandlers(
+        shell=none,
+        outbox=none,
+        interrupter=none,
+        aborts=none,
+        subshells=none,
+        comms=none,
+        timers=none,
+        flush=lambda: None,
+        stop=lambda: None,
+        backend="asyncio",
+        debugger=debugger,
+    )
+    assert handlers.kernel_info()["debugger"] is False
+    job: Any = SimpleNamespace(content={"type": "request", "seq": 3, "command": "initialize"})
+    response = anyio.run(handlers.debug_request, job)
+    assert response["success"] is False
+    assert response["request_seq"] == 3
+    assert "pip install 'async-kernel[debug]'" in response["message"]
