@@ -1,4 +1,4 @@
-"""A Debug Adapter Protocol client: the kernel's connection to debugpy's adapter.
+"""The Debug Adapter Protocol: responses, arguments, and the connection to debugpy's adapter.
 
 DAP messages are JSON bodies behind a `Content-Length: N` header and a blank line. The client
 renumbers the requests it forwards (several frontends may use the same `seq`), matches each
@@ -14,7 +14,6 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-import aiologic
 import orjson
 
 from async_kernel._threads import hide_from_debugger
@@ -22,12 +21,57 @@ from async_kernel._threads import hide_from_debugger
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("DapClient", "DapClosedError", "encode_message", "split_messages")
+    import aiologic
+
+__all__ = (
+    "DapClient",
+    "DapClosedError",
+    "DebugRequestError",
+    "argument",
+    "dap_response",
+    "encode_message",
+    "error_response",
+    "split_messages",
+)
 
 log = logging.getLogger("async_kernel")
 
 _HEADER = b"Content-Length: "
 _SEPARATOR = b"\r\n\r\n"
+
+
+def dap_response(request: dict[str, Any], success: bool = True, **fields: Any) -> dict[str, Any]:
+    """The DAP response to `request` (its `seq` and `command`), with `fields` added."""
+    seq = request.get("seq", 0)
+    command = request.get("command", "")
+    return {
+        "type": "response",
+        "seq": seq,
+        "request_seq": seq,
+        "command": command,
+        "success": success,
+        **fields,
+    }
+
+
+def error_response(request: dict[str, Any], message: str) -> dict[str, Any]:
+    """A failed DAP response to `request` that says why in `message`."""
+    return dap_response(
+        request, False, message=message, body={"error": {"id": 1, "format": message}}
+    )
+
+
+class DebugRequestError(Exception):
+    """A debug request that cannot be answered: the message says why (and what to do)."""
+
+
+def argument(request: dict[str, Any], name: str, kind: type) -> Any:
+    """Return a required argument of `request`, checking its type."""
+    value = (request.get("arguments") or {}).get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        msg = f"{request.get('command')} needs the argument {name!r} ({kind.__name__})"
+        raise DebugRequestError(msg)
+    return value
 
 
 class DapClosedError(ConnectionError):
@@ -71,7 +115,9 @@ class _Waiter:
     __slots__ = ("done", "response")
 
     def __init__(self) -> None:
-        self.done = aiologic.Event()
+        import aiologic  # imported when first needed: it costs ~20 ms at start-up
+
+        self.done: aiologic.Event = aiologic.Event()
         self.response: dict[str, Any] | None = None
 
 

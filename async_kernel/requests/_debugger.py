@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from async_kernel._threads import hide_from_debugger
+from async_kernel.requests._dap import DebugRequestError, argument, dap_response, error_response
 from async_kernel.requests._variables import VariableExplorer, is_user_variable
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from async_kernel.wire._job import Job
     from async_kernel.wire._outbox import Outbox
 
-__all__ = ("CellFiles", "DebugRequestError", "Debugger", "debugpy_available")
+__all__ = ("CellFiles", "Debugger", "debugpy_available")
 
 log = logging.getLogger("async_kernel")
 
@@ -82,27 +83,6 @@ class CellFiles:
     """What follows the hash."""
     name_of: Callable[[str], str]
     """Returns the file name that a cell with this source is compiled under."""
-
-
-def _response(request: dict[str, Any], success: bool = True, **fields: Any) -> dict[str, Any]:
-    seq = request.get("seq", 0)
-    command = request.get("command", "")
-    return {
-        "type": "response",
-        "seq": seq,
-        "request_seq": seq,
-        "command": command,
-        "success": success,
-        **fields,
-    }
-
-
-def _failure(request: dict[str, Any], message: str) -> dict[str, Any]:
-    return _response(request, False, message=message, body={"error": {"format": message}})
-
-
-class DebugRequestError(Exception):
-    """A debug request that cannot be answered: the message says why (and what to do)."""
 
 
 class Debugger:
@@ -156,14 +136,14 @@ class Debugger:
         request = job.content
         self._parent = job
         if not isinstance(request.get("command"), str) or not request["command"]:
-            return _failure(request, "a debug request needs a 'command' (a DAP request)")
+            return error_response(request, "a debug request needs a 'command' (a DAP request)")
         if not isinstance(request.get("seq", 0), int):
-            return _failure(request, "a debug request's 'seq' must be an integer")
+            return error_response(request, "a debug request's 'seq' must be an integer")
         if not isinstance(request.get("arguments", {}), dict):
-            return _failure(request, "a debug request's 'arguments' must be an object")
+            return error_response(request, "a debug request's 'arguments' must be an object")
         command = request["command"]
         if not debugpy_available():
-            return _failure(
+            return error_response(
                 request,
                 "debugpy is not installed in the kernel's environment: "
                 "pip install 'async-kernel[debug]' and restart the kernel",
@@ -174,11 +154,11 @@ class Debugger:
             if command in _FORWARDED:
                 return await self._forward(request)
         except DebugRequestError as e:
-            return _failure(request, str(e))
+            return error_response(request, str(e))
         except Exception as e:
             log.exception("the debug request %r failed", command)
-            return _failure(request, f"{command} failed: {type(e).__name__}: {e}")
-        return _failure(request, f"unknown debug command {command!r}")
+            return error_response(request, f"{command} failed: {type(e).__name__}: {e}")
+        return error_response(request, f"unknown debug command {command!r}")
 
     @property
     def state(self) -> DebugState:
@@ -218,6 +198,8 @@ class Debugger:
             listened: tuple[str, int] = await self._run_sync(self._listen)
             self._endpoint = listened
         host, port = self._endpoint
+        if self.state.client is not None and not self.state.client.connected:
+            self.state.detach(self.shell)  # the adapter went away: start a new session
         if self.state.client is None:
             self.state.connect(host, port)
         assert self.state.client is not None
@@ -267,7 +249,7 @@ class Debugger:
     async def configurationDone(self, request: dict[str, Any]) -> dict[str, Any]:
         """Done at attach (debugpy answers `attach` only after it): say it went well."""
         self._client  # noqa: B018 - raises unless attached
-        return _response(request)
+        return dap_response(request)
 
     async def disconnect(self, request: dict[str, Any]) -> dict[str, Any]:
         """Detach: the kernel goes on, breakpoints are gone, `breakpoint()` is pdb's again."""
@@ -292,7 +274,7 @@ class Debugger:
 
     async def debugInfo(self, request: dict[str, Any]) -> dict[str, Any]:
         """What a frontend needs to find cells and restore its state."""
-        return _response(
+        return dap_response(
             request,
             body={
                 "isStarted": self.state.attached,
@@ -313,14 +295,14 @@ class Debugger:
 
     async def dumpCell(self, request: dict[str, Any]) -> dict[str, Any]:
         """Write a cell's source to the file it is compiled under (so breakpoints can be set)."""
-        code = _argument(request, "code", str)
+        code = argument(request, "code", str)
         path = self.cells.name_of(code)
         await self._run_sync(lambda: _write_private(path, code))
-        return _response(request, body={"sourcePath": path})
+        return dap_response(request, body={"sourcePath": path})
 
     async def source(self, request: dict[str, Any]) -> dict[str, Any]:
         """Return the text of a source file (a cell file, or a module's)."""
-        source = _argument(request, "source", dict)
+        source = argument(request, "source", dict)
         path = source.get("path")
         if not isinstance(path, str):
             raise DebugRequestError("source needs 'source.path'")
@@ -328,12 +310,12 @@ class Debugger:
             text = await self._run_sync(lambda: _read(path))
         except OSError as e:
             raise DebugRequestError(f"source unavailable: {e}") from e
-        return _response(request, body={"content": text})
+        return dap_response(request, body={"content": text})
 
     async def setBreakpoints(self, request: dict[str, Any]) -> dict[str, Any]:
         """Set a source's breakpoints (all of them: the list replaces the earlier one)."""
         client = self._client
-        source = _argument(request, "source", dict)
+        source = argument(request, "source", dict)
         path = source.get("path")
         breakpoints = request["arguments"].get("breakpoints") or []
         if not isinstance(path, str) or not path:
@@ -358,9 +340,9 @@ class Debugger:
 
     async def variables(self, request: dict[str, Any]) -> dict[str, Any]:
         """Children of a variable: the kernel's own references, or debugpy's."""
-        reference = _argument(request, "variablesReference", int)
+        reference = argument(request, "variablesReference", int)
         if self.explorer.knows(reference):
-            return _response(request, body={"variables": self.explorer.children(reference)})
+            return dap_response(request, body={"variables": self.explorer.children(reference)})
         response = await self._forward(request)
         if response.get("success"):
             body = response.setdefault("body", {})
@@ -371,11 +353,11 @@ class Debugger:
 
     async def inspectVariables(self, request: dict[str, Any]) -> dict[str, Any]:
         """The user's global variables (whether or not the debugger is attached)."""
-        return _response(request, body={"variables": self.explorer.inspect(self.shell.user_ns)})
+        return dap_response(request, body={"variables": self.explorer.inspect(self.shell.user_ns)})
 
     async def richInspectVariables(self, request: dict[str, Any]) -> dict[str, Any]:
         """A variable's rich representation (its mime bundle), in a stopped frame or globally."""
-        name = _argument(request, "variableName", str)
+        name = argument(request, "variableName", str)
         if not name.isidentifier():
             raise DebugRequestError(f"{name!r} is not a variable name")
         frame_id = request["arguments"].get("frameId")
@@ -389,14 +371,14 @@ class Debugger:
                 raise DebugRequestError(f"{name}: {result.get('ename')}: {result.get('evalue')}")
             data, metadata = result.get("data", {}), result.get("metadata", {})
         metadata = {k: v for k, v in metadata.items() if k in data}
-        return _response(request, body={"data": data, "metadata": metadata})
+        return dap_response(request, body={"data": data, "metadata": metadata})
 
     async def copyToGlobals(self, request: dict[str, Any]) -> dict[str, Any]:
         """Copy a variable of a stopped frame into the user's globals."""
         client = self._client
-        dst = _argument(request, "dstVariableName", str)
-        src = _argument(request, "srcVariableName", str)
-        frame_id = _argument(request, "srcFrameId", int)
+        dst = argument(request, "dstVariableName", str)
+        src = argument(request, "srcVariableName", str)
+        frame_id = argument(request, "srcFrameId", int)
         if not (dst.isidentifier() and src.isidentifier()):
             raise DebugRequestError("dstVariableName and srcVariableName must be identifiers")
         response = await client.request(
@@ -425,16 +407,7 @@ class Debugger:
             origin = getattr(getattr(module, "__spec__", None), "origin", None)
             if isinstance(origin, str) and origin.endswith(".py"):
                 found.append({"id": i, "name": module.__name__, "path": origin})
-        return _response(request, body={"modules": found, "totalModules": len(loaded)})
-
-
-def _argument(request: dict[str, Any], name: str, kind: type) -> Any:
-    """Return a required argument of `request`, checking its type."""
-    value = (request.get("arguments") or {}).get(name)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        msg = f"{request.get('command')} needs the argument {name!r} ({kind.__name__})"
-        raise DebugRequestError(msg)
-    return value
+        return dap_response(request, body={"modules": found, "totalModules": len(loaded)})
 
 
 def _write_private(path: str, text: str) -> None:
