@@ -43,6 +43,7 @@ class DebugClient:
         """Send a DAP request, check that it succeeded, return its response."""
         response = self.request(command, **arguments)
         assert response["success"], response
+        assert response["status"] == "ok", response
         assert response["command"] == command, response
         return response
 

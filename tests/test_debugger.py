@@ -116,6 +116,7 @@ def test_bad_input_gets_failed_responses(dbg: DebugClient, driver: Driver) -> No
     for response in replies:
         assert response["type"] == "response"
         assert response["success"] is False, response
+        assert (response["status"], response["ename"]) == ("error", "DebugRequestError")
         assert isinstance(response["message"], str), response
         assert response["message"], response
     assert driver.run("print(1 + 1)") == "2\n"

@@ -28,6 +28,7 @@ __all__ = (
     "DapClosedError",
     "DebugRequestError",
     "argument",
+    "as_reply",
     "dap_response",
     "encode_message",
     "error_response",
@@ -59,6 +60,19 @@ def error_response(request: dict[str, Any], message: str) -> dict[str, Any]:
     return dap_response(
         request, False, message=message, body={"error": {"id": 1, "format": message}}
     )
+
+
+def as_reply(response: dict[str, Any]) -> dict[str, Any]:
+    """A DAP response as `debug_reply` content: with the `status` every reply carries.
+
+    DAP clients read `success`, `body` and `message`; a failure also gets `ename` and
+    `evalue`, as every error reply of the kernel.
+    """
+    if response.get("success"):
+        return {**response, "status": "ok"}
+    message = response.get("message")
+    evalue = message if isinstance(message, str) else "the debug request failed"
+    return {**response, "status": "error", "ename": "DebugRequestError", "evalue": evalue}
 
 
 class DebugRequestError(Exception):
@@ -141,6 +155,7 @@ class DapClient:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._reader: threading.Thread | None = None
+        self._ended: aiologic.Event | None = None
         self.response_timeout = 30.0
         """Seconds `request` waits for a response (debugpy may wait for the debuggee)."""
 
@@ -155,14 +170,28 @@ class DapClient:
         Raises:
             OSError: The adapter cannot be reached.
         """
+        import aiologic
+
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.settimeout(None)
         self._sock = sock
+        self._ended = aiologic.Event()
         self._reader = threading.Thread(
             target=self._read, args=(sock,), name="async_kernel_debug_adapter", daemon=True
         )
         hide_from_debugger(self._reader)
         self._reader.start()
+
+    async def wait_closed(self, timeout: float) -> bool:  # noqa: ASYNC109 - a bounded courtesy
+        """Wait until the adapter closed the connection (it does after `disconnect`)."""
+        import anyio
+
+        ended = self._ended
+        if ended is None:
+            return True
+        with anyio.move_on_after(timeout):
+            await ended
+        return ended.is_set()
 
     def close(self) -> None:
         """Close the connection; requests still waiting fail with `DapClosedError`."""
@@ -242,6 +271,8 @@ class DapClient:
                 self._sock = None
                 sock.close()
             self._fail_waiting()
+            if self._ended is not None:
+                self._ended.set()
             if self._on_close is not None:
                 self._on_close()
 

@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from async_kernel._threads import hide_from_debugger
+from async_kernel.requests import _debugfiles as files
 from async_kernel.requests._dap import DebugRequestError, argument, dap_response, error_response
 from async_kernel.requests._variables import VariableExplorer, is_user_variable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
+
+    import anyio
 
     from async_kernel.ipython._shell import AsyncInteractiveShell
     from async_kernel.requests._dap import DapClient
@@ -111,6 +114,7 @@ class Debugger:
         self._state: DebugState | None = None
         self.explorer = VariableExplorer()
         self._endpoint: tuple[str, int] | None = None
+        self._starting: anyio.Lock | None = None
         self._parent: Job | None = None
         self._local: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "initialize": self.initialize,
@@ -194,16 +198,23 @@ class Debugger:
 
     async def initialize(self, request: dict[str, Any]) -> dict[str, Any]:
         """Start debugpy (the first time), connect to its adapter and pass `initialize` on."""
-        if self._endpoint is None:
-            listened: tuple[str, int] = await self._run_sync(self._listen)
-            self._endpoint = listened
-        host, port = self._endpoint
-        if self.state.client is not None and not self.state.client.connected:
-            self.state.detach(self.shell)  # the adapter went away: start a new session
-        if self.state.client is None:
-            self.state.connect(host, port)
-        assert self.state.client is not None
-        return await self.state.client.request(request)
+        if self._starting is None:
+            import anyio
+
+            self._starting = anyio.Lock()  # two frontends may initialize at once
+        async with self._starting:
+            if self._endpoint is None:
+                listened: tuple[str, int] = await self._run_sync(self._listen)
+                self._endpoint = listened
+            host, port = self._endpoint
+            if self.state.client is not None and not self.state.client.connected:
+                self.state.detach(self.shell)  # the adapter went away: start a new session
+            if self.state.client is None:
+                self.state.connect(host, port)
+            client = self.state.client
+        if client is None:
+            raise DebugRequestError("the connection to debugpy closed while it was made")
+        return await client.request(request)
 
     def _listen(self) -> tuple[str, int]:
         """Start debugpy in this process; return where its adapter takes clients."""
@@ -229,6 +240,8 @@ class Debugger:
         client = self.state.client
         if client is None or self._endpoint is None:
             raise DebugRequestError("send 'initialize' before 'attach'")
+        if self.state.attached:
+            raise DebugRequestError("already attached: send 'disconnect' first")
         arguments = dict(request.get("arguments") or {})
         host, port = self._endpoint
         arguments["connect"] = {"host": host, "port": port}
@@ -257,6 +270,9 @@ class Debugger:
         arguments = {**(request.get("arguments") or {}), "terminateDebuggee": False}
         try:
             response = await client.request({**request, "arguments": arguments})
+            # The adapter ends the session and then closes the connection: a frontend that
+            # attaches again at once must find the adapter ready for a new session.
+            await client.wait_closed(5.0)
         finally:
             self.state.detach(self.shell)
         return response
@@ -297,7 +313,7 @@ class Debugger:
         """Write a cell's source to the file it is compiled under (so breakpoints can be set)."""
         code = argument(request, "code", str)
         path = self.cells.name_of(code)
-        await self._run_sync(lambda: _write_private(path, code))
+        await self._run_sync(lambda: files.write_private(path, code))
         return dap_response(request, body={"sourcePath": path})
 
     async def source(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +323,7 @@ class Debugger:
         if not isinstance(path, str):
             raise DebugRequestError("source needs 'source.path'")
         try:
-            text = await self._run_sync(lambda: _read(path))
+            text = await self._run_sync(lambda: files.read(path))
         except OSError as e:
             raise DebugRequestError(f"source unavailable: {e}") from e
         return dap_response(request, body={"content": text})
@@ -397,27 +413,5 @@ class Debugger:
     async def modules(self, request: dict[str, Any]) -> dict[str, Any]:
         """The loaded modules that have Python source, a page at a time."""
         arguments = request.get("arguments") or {}
-        loaded = list(sys.modules.values())
-        start = arguments.get("startModule", 0)
-        count = arguments.get("moduleCount", 0)
-        start = start if isinstance(start, int) and start >= 0 else 0
-        end = start + count if isinstance(count, int) and count > 0 else len(loaded)
-        found: list[dict[str, Any]] = []
-        for i, module in enumerate(loaded[start:end], start):
-            origin = getattr(getattr(module, "__spec__", None), "origin", None)
-            if isinstance(origin, str) and origin.endswith(".py"):
-                found.append({"id": i, "name": module.__name__, "path": origin})
-        return dap_response(request, body={"modules": found, "totalModules": len(loaded)})
-
-
-def _write_private(path: str, text: str) -> None:
-    """Write `text` to `path`, readable by the user alone from the first byte."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
+        body = files.modules(arguments.get("startModule"), arguments.get("moduleCount"))
+        return dap_response(request, body=body)

@@ -18,6 +18,7 @@ from async_kernel._version import __version__
 from async_kernel.callers._caller import Caller
 from async_kernel.output._routing import set_latest_execute
 from async_kernel.requests import _introspection as introspection
+from async_kernel.requests._dap import as_reply, error_response
 from async_kernel.requests._debugger import debugpy_available
 from async_kernel.requests._interrupts import Running
 from async_kernel.requests._usercontext import UserContexts
@@ -328,16 +329,8 @@ class RequestHandlers:
     async def debug_request(self, job: Job) -> dict[str, Any]:
         """A DAP request for the debugger; the reply is its DAP response."""
         if self.debugger is None:
-            seq = job.content.get("seq", 0)
-            return {
-                "type": "response",
-                "seq": seq,
-                "request_seq": seq,
-                "command": str(job.content.get("command", "")),
-                "success": False,
-                "message": "this kernel runs without a debugger",
-            }
-        return await self.debugger.handle(job)
+            return as_reply(error_response(job.content, "this kernel runs without a debugger"))
+        return as_reply(await self.debugger.handle(job))
 
     def create_subshell_request(self, job: Job) -> dict[str, Any]:
         """Create a subshell and return its id."""
