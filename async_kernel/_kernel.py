@@ -28,7 +28,8 @@ from async_kernel.output import _routing as routing
 from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
 from async_kernel.output._stdio import StdIO
-from async_kernel.requests._debugger import CellFiles, Debugger
+from async_kernel.requests._debugfiles import CellFiles
+from async_kernel.requests._debugger import Debugger
 from async_kernel.requests._dispatcher import (
     Aborts,
     Callers,

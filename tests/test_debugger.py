@@ -295,7 +295,8 @@ def test_without_debugpy_the_kernel_says_so(monkeypatch: pytest.MonkeyPatch) -> 
 
     import anyio
 
-    from async_kernel.requests._debugger import CellFiles, Debugger
+    from async_kernel.requests._debugfiles import CellFiles
+    from async_kernel.requests._debugger import Debugger
     from async_kernel.requests._handlers import RequestHandlers
 
     real = importlib.util.find_spec

@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ("modules", "read", "write_private")
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ("CellFiles", "modules", "read", "write_private")
+
+
+@dataclass(frozen=True, slots=True)
+class CellFiles:
+    """How the kernel names cell files (the IPython layer knows; the wiring passes it down)."""
+
+    hash_method: str
+    """The hash of a cell's source, as `debugInfo` names it (`Murmur2`)."""
+    hash_seed: int
+    """The hash seed."""
+    prefix: Callable[[], str]
+    """Returns what precedes the hash in a cell file's name (the directory and a separator)."""
+    suffix: str
+    """What follows the hash."""
+    name_of: Callable[[str], str]
+    """Returns the file name that a cell with this source is compiled under."""
 
 
 def write_private(path: str, text: str) -> None:

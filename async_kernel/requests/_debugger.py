@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from async_kernel._threads import hide_from_debugger
@@ -31,11 +30,12 @@ if TYPE_CHECKING:
 
     from async_kernel.ipython._shell import AsyncInteractiveShell
     from async_kernel.requests._dap import DapClient
+    from async_kernel.requests._debugfiles import CellFiles
     from async_kernel.requests._debugstate import DebugState
     from async_kernel.wire._job import Job
     from async_kernel.wire._outbox import Outbox
 
-__all__ = ("CellFiles", "Debugger", "debugpy_available")
+__all__ = ("Debugger", "debugpy_available")
 
 log = logging.getLogger("async_kernel")
 
@@ -63,6 +63,9 @@ _FORWARDED = frozenset(
 """DAP requests that debugpy answers as they are (once the debugger is attached)."""
 
 
+_INITIALIZE_WAIT = 10.0
+"""Seconds `initialize` waits for debugpy's adapter before it tries a new connection."""
+
 _RESUMING = frozenset({"continue", "next", "stepIn", "stepOut"})
 """Forwarded requests that resume a stopped thread (or all of them)."""
 
@@ -70,22 +73,6 @@ _RESUMING = frozenset({"continue", "next", "stepIn", "stepOut"})
 def debugpy_available() -> bool:
     """Whether debugpy can be imported (without importing it: that takes a while)."""
     return importlib.util.find_spec("debugpy") is not None
-
-
-@dataclass(frozen=True, slots=True)
-class CellFiles:
-    """How the kernel names cell files (the IPython layer knows; the wiring passes it down)."""
-
-    hash_method: str
-    """The hash of a cell's source, as `debugInfo` names it (`Murmur2`)."""
-    hash_seed: int
-    """The hash seed."""
-    prefix: Callable[[], str]
-    """Returns what precedes the hash in a cell file's name (the directory and a separator)."""
-    suffix: str
-    """What follows the hash."""
-    name_of: Callable[[str], str]
-    """Returns the file name that a cell with this source is compiled under."""
 
 
 class Debugger:
@@ -198,9 +185,9 @@ class Debugger:
 
     async def initialize(self, request: dict[str, Any]) -> dict[str, Any]:
         """Start debugpy (the first time), connect to its adapter and pass `initialize` on."""
-        if self._starting is None:
-            import anyio
+        import anyio
 
+        if self._starting is None:
             self._starting = anyio.Lock()  # two frontends may initialize at once
         async with self._starting:
             if self._endpoint is None:
@@ -212,8 +199,19 @@ class Debugger:
             if self.state.client is None:
                 self.state.connect(host, port)
             client = self.state.client
-        if client is None:
-            raise DebugRequestError("the connection to debugpy closed while it was made")
+            if client is None:
+                raise DebugRequestError("the connection to debugpy closed while it was made")
+            with anyio.move_on_after(_INITIALIZE_WAIT):
+                return await client.request(request)
+            # Unanswered: the adapter may still be ending the previous session. Once more, on
+            # a new connection.
+            log.warning(
+                "debugpy did not answer 'initialize' within %s s: retrying", _INITIALIZE_WAIT
+            )
+            self.state.detach(self.shell)
+            self.state.connect(host, port)
+            client = self.state.client
+            assert client is not None
         return await client.request(request)
 
     def _listen(self) -> tuple[str, int]:
