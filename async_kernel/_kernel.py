@@ -23,6 +23,7 @@ from async_kernel._memory import MemoryTrim
 from async_kernel._parent import ParentWatch
 from async_kernel._patches import ProcessPatches
 from async_kernel._settings import KernelSettings
+from async_kernel._threads import hide_from_debugger
 from async_kernel.callers._caller import Caller
 from async_kernel.callers._workers import Worker
 from async_kernel.ipython._gui_loops import detach_all, main_loop_options
@@ -32,6 +33,8 @@ from async_kernel.output._comm import KernelCommManager
 from async_kernel.output._stdin import StdinBroker
 from async_kernel.output._stdio import StdIO
 from async_kernel.requests._comms import CommRouter
+from async_kernel.requests._debugfiles import CellFiles
+from async_kernel.requests._debugger import Debugger
 from async_kernel.requests._dispatcher import (
     Aborts,
     Callers,
@@ -123,6 +126,8 @@ class Kernel(KernelSettings):
         self.iopub_socket: KernelSocket
         """ipykernel's `kernel.iopub_socket`: give it to `session.send`, from any thread."""
         self.handlers: RequestHandlers
+        self.debugger: Debugger
+        """Answers `debug_request`s with debugpy (when it is installed)."""
         self.dispatcher: Dispatcher
 
     def _read_startup_files(self) -> ConnectionInfo | None:
@@ -207,6 +212,8 @@ class Kernel(KernelSettings):
                 name="Control", backend=self.backend, protected=True
             )
             self.shell_caller = Caller.start_new(name="Shell", backend=self.backend, protected=True)
+            for caller in (self.control_caller, self.shell_caller):
+                hide_from_debugger(caller.thread)  # they run the kernel's code, never a cell's
             self._wire(self.connection)
             self._start_shell()
             if self.connection.key_generated:
@@ -239,6 +246,7 @@ class Kernel(KernelSettings):
 
     def _wire(self, connection: ConnectionInfo) -> None:
         """Build the message path and install the process-wide patches."""
+        from async_kernel.ipython import _cellnames as cellnames
         from async_kernel.ipython._compat import ZMQInteractiveShell
         from async_kernel.ipython._magics import KernelMagics
         from async_kernel.ipython._startup import profile_dir
@@ -259,6 +267,19 @@ class Kernel(KernelSettings):
         self.shell.user_ns.setdefault("RunMode", RunMode)
         self.shell.register_magics(KernelMagics(self.shell, subshell_ids=self.subshells.ids))
         stdin = StdinBroker(self.outbox, self.stdio.flush)
+        self.debugger = Debugger(
+            outbox=self.outbox,
+            cells=CellFiles(
+                hash_method=cellnames.HASH_METHOD,
+                hash_seed=cellnames.HASH_SEED,
+                prefix=cellnames.file_prefix,
+                suffix=cellnames.FILE_SUFFIX,
+                name_of=cellnames.cell_file_name,
+            ),
+            shell=self.shell,
+            run_sync=anyio.to_thread.run_sync,
+        )
+        self.interrupter.release_debugged = self.debugger.release
         self.handlers = RequestHandlers(
             shell=self.shell,
             outbox=self.outbox,
@@ -270,6 +291,7 @@ class Kernel(KernelSettings):
             flush=self.stdio.flush,
             stop=self.stop,
             backend=self.backend,
+            debugger=self.debugger,
         )
         callers = Callers(self.main_caller, self.control_caller, self.shell_caller, self.subshells)
         runner = JobRunner(self.outbox, self.handlers)
@@ -323,6 +345,7 @@ class Kernel(KernelSettings):
         """
         for step in (
             detach_all,  # a GUI's input hook: the main loop waits plainly while it shuts down
+            self.debugger.close,  # `breakpoint()` is pdb's again
             self.stdio.flush,  # drains the fd capture, then flushes the streams
             self.subshells.stop_all,
             Worker.stop_all,

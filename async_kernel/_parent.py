@@ -13,6 +13,8 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from async_kernel._threads import hide_from_debugger
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -60,6 +62,7 @@ class ParentWatch:
         self._thread = threading.Thread(
             target=self._watch, name="async_kernel_parent_watch", daemon=True
         )
+        hide_from_debugger(self._thread)
 
     def start(self) -> ParentWatch:
         """Start watching; return self."""

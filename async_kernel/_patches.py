@@ -8,7 +8,8 @@ threads), the SIGINT and SIGTERM handlers,
 `threading.Thread.start` (to remember which cell started a thread), the GIL switch interval,
 the `comm` package's factories, the default matplotlib backend and (once it is loaded)
 matplotlib-inline's `show` and `flush_figures`. `ProcessPatches.restore` puts every one of them
-back as it was.
+back as it was. (The debugger, while a client is attached, sets `sys.breakpointhook` to
+debugpy's; it undoes that on detach and at shutdown: see `requests._debugstate`.)
 """
 
 from __future__ import annotations

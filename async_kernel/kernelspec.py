@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from async_kernel._enums import BACKENDS, Backend
+from async_kernel.requests._debugger import debugpy_available
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -273,7 +274,7 @@ def install(
         "interrupt_mode": interrupt_mode,
         # "curve": the kernel encrypts every socket with the CurveZMQ keys of its connection
         # file (jupyter_client's `KernelManager.transport_encryption`).
-        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
+        "metadata": {"debugger": debugpy_available(), "supported_encryption": ["curve"]},
         "env": {},
     }
     spec_dir = kernels_dir(user=user, sys_prefix=sys_prefix, prefix=prefix) / name

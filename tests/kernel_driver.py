@@ -46,6 +46,8 @@ class Driver:
         self.kc = kc
         self._arrival = itertools.count(1)
         self._by_parent: dict[str, Received] = defaultdict(Received)
+        self.debug_events: list[tuple[int, dict[str, Any]]] = []
+        """Every `debug_event` that arrived (whatever its parent), with its arrival number."""
         self._channels = {
             ch.socket: ch for ch in (kc.shell_channel, kc.control_channel, kc.iopub_channel)
         }
@@ -107,9 +109,11 @@ class Driver:
             while channel.msg_ready():
                 msg = channel.get_msg(timeout=0)
                 parent = msg["parent_header"].get("msg_id")
+                n = next(self._arrival)
+                if msg["msg_type"] == "debug_event":
+                    self.debug_events.append((n, msg))
                 if parent is None:
                     continue
-                n = next(self._arrival)
                 entry = self._by_parent[parent]
                 if socket is self.kc.iopub_channel.socket:
                     entry.iopub.append((n, msg))

@@ -42,7 +42,7 @@ def test_install_defaults_to_the_user_dir(home: Path) -> None:
         "display_name": "Python 3 (async-kernel)",
         "language": "python",
         "interrupt_mode": "signal",
-        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
+        "metadata": {"debugger": True, "supported_encryption": ["curve"]},  # debugpy: dev extra
         "env": {},
     }
 
@@ -216,7 +216,7 @@ def test_jupyter_client_finds_the_spec(home: Path) -> None:
     assert spec.display_name == "Python 3 (async-kernel) trio"
     assert spec.language == "python"
     assert spec.interrupt_mode == "signal"
-    assert spec.metadata == {"debugger": False, "supported_encryption": ["curve"]}
+    assert spec.metadata == {"debugger": True, "supported_encryption": ["curve"]}
 
 
 def test_jupyter_client_sees_curve_support(home: Path) -> None:
@@ -240,6 +240,20 @@ def test_unknown_interrupt_mode_is_refused(home: Path) -> None:
     with pytest.raises(ValueError, match="Unknown interrupt mode 'sigint'"):
         kernelspec.install(interrupt_mode="sigint")
     assert not (home / "data").exists()
+
+
+def test_spec_says_no_debugger_without_debugpy(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where debugpy cannot be imported the spec says `debugger: false` (no toggle in Lab)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "debugpy" else real(name, *a)
+    )
+    assert read_spec(kernelspec.install())["metadata"] == {
+        "debugger": False,
+        "supported_encryption": ["curve"],
+    }
 
 
 def test_spec_argv_runs_the_start_command(home: Path) -> None:

@@ -108,6 +108,22 @@ NOTEBOOKS = [
             "delete": ("still listed after delete: False",),
         },
     ),
+    NotebookCase(
+        "debugging.ipynb",
+        expect={
+            "info": ("debugger: True",),
+            "client": ("initialize: True", "attach: True", "cells are named with Murmur2"),
+            "stop": (
+                "breakpoint verified: True",
+                "stopped in area line 2",
+                "'w': '3'",
+                "stopped threads: 1",
+                "subshell cell: ok",
+                "it printed: area 12",
+            ),
+            "cleanup": ("disconnect: True", "isStarted: False"),
+        },
+    ),
 ]
 """The notebooks to execute; extend this list."""
 

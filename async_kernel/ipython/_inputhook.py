@@ -20,6 +20,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from async_kernel._threads import hide_from_debugger
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -109,6 +111,7 @@ class _Watcher:
         self._thread = threading.Thread(
             target=self._serve, name="async_kernel_gui_watcher", daemon=True
         )
+        hide_from_debugger(self._thread)
         self._thread.start()
 
     def begin(self, timeout: float | None, *, watch_loop: bool) -> None:

@@ -23,6 +23,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Literal
 
+from async_kernel._threads import hide_from_debugger
 from async_kernel.output._routing import current_parent, output_to
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class _Flusher:
                 self.thread = threading.Thread(
                     target=self._run, name="OutStream flusher", daemon=True
                 )
+                hide_from_debugger(self.thread)
                 self.thread.start()
             self.cond.notify()
 
@@ -300,6 +302,7 @@ class FDCapture:
         self._thread = threading.Thread(
             target=self._run, name=f"FDCapture fd {self.fd}", daemon=True
         )
+        hide_from_debugger(self._thread)
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:

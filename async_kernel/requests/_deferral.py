@@ -4,7 +4,8 @@ A `print` or a `display` in a cell runs the kernel's output path (streams, outbo
 socket queue) in the cell's own thread, and an `await` runs some of the event loop's code
 there before the cell is suspended. A `KeyboardInterrupt` raised in there could leave it half
 done (text taken from the buffer and never published, a cancel scope entered and never left),
-and its traceback would end in that code. So the interrupter waits until the cell is out:
+and its traceback would end in that code. (A cell stopped at a breakpoint waits inside
+debugpy's code: the debugger resumes it first.) So the interrupter waits until the cell is out:
 
 * in the main thread, the SIGINT handler that finds the cell inside the output code raises
   nothing; a helper thread waits until the cell is out of it and sends SIGINT again;
@@ -24,6 +25,7 @@ from async_kernel.requests._frames import (
     KERNEL_PREFIXES,
     LIBRARY_PREFIXES,
     OUTPUT_FILES,
+    debugger_prefixes,
     loop_prefixes,
 )
 
@@ -39,14 +41,16 @@ WAIT_AT_MOST = 0.25
 
 
 def in_held_back_code(frame: FrameType | None, stop_at: CodeType) -> bool:
-    """Whether `frame` is inside the kernel's output code or an event loop's, called by the cell.
+    """Whether `frame` is inside the kernel's output code, a loop's or the debugger's.
+
+    A cell stopped at a breakpoint waits inside the debugger: it is resumed first.
 
     Frames are followed outward from `frame` (the innermost) up to the user's code: the cell,
     or code of the user's own (not the standard library's, an installed package's or the
     kernel's) that it called. The frame running `stop_at` (which runs the cell) ends the look
     too: the loop and the kernel code around the cell do not count.
     """
-    loops = loop_prefixes()
+    loops = loop_prefixes() + debugger_prefixes()
     while frame is not None and frame.f_code is not stop_at:
         name = frame.f_code.co_filename
         if name in OUTPUT_FILES or name.startswith(loops):

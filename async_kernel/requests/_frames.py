@@ -1,8 +1,8 @@
 """Where a frame's code lives: the kernel, the event loops, the kernel's output path.
 
-Interrupts are not raised in the kernel's output code or an event loop's code (they would
-leave it half done), and their tracebacks do not show those frames (they say nothing about
-the user's code); both ask the code's file name.
+Interrupts are not raised in the kernel's output code, an event loop's code or the debugger's
+(they would leave it half done), and their tracebacks do not show those frames (they say
+nothing about the user's code); both ask the code's file name.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from async_kernel.wire import _json, _outbox, _session, _sockets
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ("KERNEL_PREFIXES", "LIBRARY_PREFIXES", "OUTPUT_FILES", "loop_prefixes")
+__all__ = (
+    "KERNEL_PREFIXES",
+    "LIBRARY_PREFIXES",
+    "OUTPUT_FILES",
+    "debugger_prefixes",
+    "loop_prefixes",
+)
 
 _KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The `async_kernel` package."""
@@ -54,6 +60,13 @@ OUTPUT_FILES = frozenset(
     if module.__file__ is not None
 )
 """The modules of the kernel's output path, which user code enters through print and display."""
+
+
+def debugger_prefixes() -> tuple[str, ...]:
+    """File name prefixes of debugpy (and the pydevd inside it), once it is imported."""
+    module = sys.modules.get("debugpy")
+    file = getattr(module, "__file__", None)
+    return _prefixes([os.path.dirname(file)]) if isinstance(file, str) else ()
 
 
 def loop_prefixes() -> tuple[str, ...]:

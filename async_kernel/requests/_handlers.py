@@ -18,9 +18,11 @@ from async_kernel._version import __version__
 from async_kernel.callers._caller import Caller
 from async_kernel.output._routing import set_latest_execute
 from async_kernel.requests import _introspection as introspection
+from async_kernel.requests._dap import as_reply, error_response
+from async_kernel.requests._debugger import debugpy_available
 from async_kernel.requests._interrupts import Running
 from async_kernel.requests._usercontext import UserContexts
-from async_kernel.wire._job import ExecuteState, error_content
+from async_kernel.wire._job import ExecuteState
 from async_kernel.wire._session import PROTOCOL_VERSION, utcnow_iso
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from async_kernel.callers._pending import Pending
     from async_kernel.ipython._shell import AsyncInteractiveShell
     from async_kernel.output._comm import KernelCommManager
+    from async_kernel.requests._debugger import Debugger
     from async_kernel.requests._dispatcher import Aborts
     from async_kernel.requests._interrupts import Interrupter
     from async_kernel.requests._subshells import SubshellManager
@@ -62,6 +65,7 @@ class RequestHandlers:
         flush: Sends buffered output (before an execute reply).
         stop: Stops the kernel (after a shutdown reply).
         backend: The async backend, named in the banner.
+        debugger: Answers debug requests (None: the kernel has no debugger).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class RequestHandlers:
         flush: Callable[[], None],
         stop: Callable[[], None],
         backend: str,
+        debugger: Debugger | None = None,
     ) -> None:
         self.shell = shell
         self.outbox = outbox
@@ -88,6 +93,7 @@ class RequestHandlers:
         self.flush = flush
         self.stop = stop
         self.backend = backend
+        self.debugger = debugger
         self._info: dict[str, Any] | None = None
         self.user_contexts = UserContexts()
         """The context variables cells set, carried to the next cell of their (sub)shell."""
@@ -125,7 +131,7 @@ class RequestHandlers:
                 {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
             ],
             supported_features=["kernel subshells"],
-            debugger=False,
+            debugger=self.debugger is not None and debugpy_available(),
         )
 
     def comm_info_request(self, job: Job) -> dict[str, Any]:
@@ -320,15 +326,11 @@ class RequestHandlers:
         job.after_reply = self.stop
         return _ok(restart=restart)
 
-    def debug_request(self, job: Job) -> dict[str, Any]:
-        """The debugger is not part of async-kernel: say so (kernel_info says `debugger: false`)."""
-        return {
-            "status": "error",
-            **error_content(
-                "DebuggerUnavailable",
-                "async-kernel has no debugger (kernel_info_reply says debugger: false)",
-            ),
-        }
+    async def debug_request(self, job: Job) -> dict[str, Any]:
+        """A DAP request for the debugger; the reply is its DAP response."""
+        if self.debugger is None:
+            return as_reply(error_response(job.content, "this kernel runs without a debugger"))
+        return as_reply(await self.debugger.handle(job))
 
     def create_subshell_request(self, job: Job) -> dict[str, Any]:
         """Create a subshell and return its id."""

@@ -135,6 +135,9 @@ class Interrupter:
         # the targets. They add up, so a timeout and a user's interrupt close together do not
         # overwrite each other; appends and pops of a deque are atomic.
         self._requests: collections.deque[frozenset[Job] | None] = collections.deque()
+        self.release_debugged: Callable[[Iterable[int]], bool] = lambda _: False
+        """Resumes the given threads where they are stopped in the debugger (the kernel's
+        debugger sets it): an interrupt then lands in the cell, not in debugpy's code."""
 
     # --- registry -------------------------------------------------------------------------
 
@@ -249,6 +252,7 @@ class Interrupter:
 
     def _send_again(self, running: Running) -> None:
         """Interrupt `running` (in the main thread) again once it is out of the output code."""
+        self._release_debugged(running.thread_id)
         wait_out_of_held_back_code(running.thread_id, _RUN_CODE)
         with self._lock:
             if self._running.get(running.job) is not running:
@@ -270,6 +274,7 @@ class Interrupter:
         tid = running.thread_id
         if tid != threading.get_ident():
             # Not inside the kernel's output code, which it would leave half done.
+            self._release_debugged(tid)
             wait_out_of_held_back_code(tid, _RUN_CODE)
         # Under the lock, so the request cannot finish in between: once it has, its thread may
         # run the next cell, which must not get this interrupt.
@@ -285,6 +290,12 @@ class Interrupter:
                     _set_async_exc(tid, KeyboardInterrupt)
                 return
         self._cancel(running)
+
+    def _release_debugged(self, thread_id: int) -> None:
+        try:
+            self.release_debugged((thread_id,))
+        except Exception:
+            log.exception("could not resume thread %s in the debugger", thread_id)
 
     def _cancel(self, running: Running) -> None:
         """Cancel `running` at its next await."""

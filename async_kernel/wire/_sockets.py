@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from async_kernel._enums import Channel
+from async_kernel._threads import hide_from_debugger
 from async_kernel.wire._curve import HandshakeWatch, serve_encrypted
 from async_kernel.wire._ratelog import RateLimitedLog
 from async_kernel.wire._session import MessageError
@@ -202,6 +203,7 @@ class SocketHub:
         self._hb_thread = threading.Thread(
             target=self._heartbeat, args=(hb,), name="async_kernel_heartbeat", daemon=True
         )
+        hide_from_debugger(self._hb_thread)
         self._hb_thread.start()
         if self.handshakes is not None:
             self.handshakes.start()
@@ -275,6 +277,7 @@ class IOThread:
         """Take `socks` over (bound by the calling thread) and serve them on a new thread."""
         self._thread = threading.Thread(target=self._run, args=(socks,), name=self.name)
         self._thread.daemon = True
+        hide_from_debugger(self._thread)
         self._thread.start()
 
     def send(self, channel: Channel, frames: list[bytes]) -> None:
