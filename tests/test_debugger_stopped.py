@@ -70,13 +70,17 @@ def stopped_cell(
 def test_kernel_answers_while_a_cell_is_stopped(
     dbg: DebugClient, driver: Driver, subshell: str
 ) -> None:
+    in_subshell = {"subshell_id": subshell}
+    # Registered in the subshell, the target's comms belong to it (docs/widgets.md): they are
+    # handled while the main shell is stopped; those of the main shell would wait for it.
     driver.run(
         code("""
         import comm
         def echo_target(c, open_msg):
             c.on_msg(lambda msg: c.send({"echo": msg["content"]["data"]["n"]}))
         comm.get_comm_manager().register_target("debugger-echo", echo_target)
-        """)
+        """),
+        header=in_subshell,
     )
     msg_id, thread_id = stopped_cell(dbg, driver)
     info = driver.reply(driver.send("kernel_info_request", {}))["content"]
@@ -86,7 +90,6 @@ def test_kernel_answers_while_a_cell_is_stopped(
     )
     assert "Event" in completed["content"]["matches"]
     assert driver.reply(driver.send("comm_info_request", {}))["content"]["status"] == "ok"
-    in_subshell = {"subshell_id": subshell}
     opened = driver.send(
         "comm_open",
         {"comm_id": "echo-1", "target_name": "debugger-echo", "data": {}},
