@@ -16,12 +16,23 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from queue import Empty
+from typing import TYPE_CHECKING, Any
+
+import zmq
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("Launched", "gone", "group_members", "launched_kernel", "wait_gone")
+__all__ = (
+    "SIGINT_CHILD",
+    "Launched",
+    "check_session",
+    "gone",
+    "group_members",
+    "launched_kernel",
+    "wait_gone",
+)
 
 _LAUNCHER = """
 import sys
@@ -127,3 +138,55 @@ def launched_kernel(kernel_name: str, *, ready: bool, timeout: float = 60) -> It
                 stream.close()
         if connection_file:  # the launcher was killed before it could remove it
             Path(connection_file).unlink(missing_ok=True)
+
+
+SIGINT_CHILD = """
+import pathlib, signal, sys, time
+done = pathlib.Path(sys.argv[1])
+def on_sigint(signum, frame):
+    done.write_text("SIGINT")
+    sys.exit(3)
+signal.signal(signal.SIGINT, on_sigint)
+print("child ready", flush=True)
+time.sleep(60)
+done.write_text("slept")
+"""
+"""A child process for a cell (run with a file path): it says when it can be interrupted, and
+writes down what ended it (`SIGINT`, or `slept` after a minute)."""
+
+
+def check_session(
+    connection_file: Path, *, ip: str | None = None, ipv6: bool = False, timeout: float = 30.0
+) -> None:
+    """Execute a cell and shut the kernel down through a jupyter_client client of the file."""
+    from jupyter_client.blocking.client import BlockingKernelClient
+
+    context = zmq.Context()
+    if ipv6:
+        context.setsockopt(zmq.IPV6, 1)  # jupyter_client's sockets are IPv4 unless told
+    kc = BlockingKernelClient(connection_file=str(connection_file), context=context)
+    kc.load_connection_file()
+    if ip is not None:
+        kc.ip = ip
+    kc.start_channels()
+    try:
+        msg_id = kc.execute("print(6 * 7)")
+        assert _wait(kc.get_shell_msg, msg_id, timeout)["content"]["status"] == "ok"
+        stream = _wait(kc.get_iopub_msg, msg_id, timeout, "stream")
+        assert stream["content"]["text"] == "42\n"
+        assert _wait(kc.get_control_msg, kc.shutdown(), timeout)["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        context.term()
+
+
+def _wait(get: Any, msg_id: str, timeout: float, msg_type: str | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = get(timeout=1)
+        except Empty:
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id and msg_type in (None, msg["msg_type"]):
+            return msg
+    raise TimeoutError(f"nothing for {msg_id}")

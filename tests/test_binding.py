@@ -15,14 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
-import zmq
-from jupyter_client.blocking.client import BlockingKernelClient
 from kernel_logs import wait_for_log
+from kernel_process import check_session
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -105,39 +103,6 @@ def _listening(pid: int, count: int) -> set[tuple[str, int]]:
         time.sleep(0.05)  # polling the kernel's sockets with a deadline, not ordering events
 
 
-def _session(connection_file: Path, *, ip: str | None = None, ipv6: bool = False) -> None:
-    """Execute a cell and shut the kernel down through a jupyter_client client."""
-    context = zmq.Context()
-    if ipv6:
-        context.setsockopt(zmq.IPV6, 1)  # jupyter_client's sockets are IPv4 unless told
-    kc = BlockingKernelClient(connection_file=str(connection_file), context=context)
-    kc.load_connection_file()
-    if ip is not None:
-        kc.ip = ip
-    kc.start_channels()
-    try:
-        msg_id = kc.execute("print(6 * 7)")
-        reply = _wait(kc.get_shell_msg, msg_id)
-        assert reply["content"]["status"] == "ok"
-        assert _wait(kc.get_iopub_msg, msg_id, "stream")["content"]["text"] == "42\n"
-        assert _wait(kc.get_control_msg, kc.shutdown())["content"]["status"] == "ok"
-    finally:
-        kc.stop_channels()
-        context.term()
-
-
-def _wait(get: Any, msg_id: str, msg_type: str | None = None) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            msg = get(timeout=1)
-        except Empty:
-            continue
-        if msg["parent_header"].get("msg_id") == msg_id and msg_type in (None, msg["msg_type"]):
-            return msg
-    raise TimeoutError(f"nothing for {msg_id}")
-
-
 def _info(ip: str, ports: list[int], **extra: Any) -> dict[str, Any]:
     return (
         dict(zip(PORT_KEYS, ports, strict=True))
@@ -188,7 +153,7 @@ def test_fixed_ports_are_bound_exactly(
     listening = _listening(process.pid, len(ports))
     assert listening == {(ip, port) for port in ports}
     assert connection_file.read_bytes() == before  # every port was given: nothing written
-    _session(connection_file, ip=connect_to, ipv6=family == socket.AF_INET6)
+    check_session(connection_file, ip=connect_to, ipv6=family == socket.AF_INET6)
     assert process.wait(TIMEOUT) == 0
 
 
@@ -206,7 +171,7 @@ def test_ipc_paths_are_bound_exactly(started: list[subprocess.Popen[bytes]]) -> 
             assert time.monotonic() < deadline, list(directory.iterdir())
             time.sleep(0.05)  # polling for the socket files, with a deadline
         assert sorted(p.name for p in directory.glob("k-*")) == [f"k-{port}" for port in ports]
-        _session(connection_file)
+        check_session(connection_file)
         assert process.wait(TIMEOUT) == 0
     finally:
         for child in directory.iterdir():

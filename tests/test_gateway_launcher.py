@@ -32,7 +32,7 @@ from Cryptodome.Util.number import getPrime
 from Cryptodome.Util.Padding import unpad
 from jupyter_client.blocking.client import BlockingKernelClient
 from kernel_driver import TIMEOUT, Driver
-from kernel_process import gone, wait_gone
+from kernel_process import SIGINT_CHILD, gone, wait_gone
 
 from async_kernel.gateway_launcher import PortRange, encrypt_connection_info, load_public_key
 
@@ -203,25 +203,11 @@ def test_the_gateway_gets_connection_info_that_works(launched: Launched, runtime
         context.term()
 
 
-# A child process of a cell: it says when it can be interrupted and writes down what ended it.
-CHILD = """
-import pathlib, signal, sys, time
-done = pathlib.Path(sys.argv[1])
-def on_sigint(signum, frame):
-    done.write_text("SIGINT")
-    sys.exit(3)
-signal.signal(signal.SIGINT, on_sigint)
-print("child ready", flush=True)
-time.sleep(60)
-done.write_text("slept")
-"""
-
-
 def test_sigint_on_the_comm_port_interrupts_the_cell_and_its_child(
     launched: Launched, tmp_path: Path
 ) -> None:
     child, done = tmp_path / "child.py", tmp_path / "done"
-    child.write_text(CHILD)
+    child.write_text(SIGINT_CHILD)
     kc = launched.client()
     try:
         driver = Driver(kc)

@@ -21,7 +21,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 from kernel_driver import TIMEOUT, Driver
-from kernel_process import gone, wait_gone
+from kernel_process import SIGINT_CHILD, gone, wait_gone
 
 from async_kernel import kernelspec
 from async_kernel.requests._children import group_descendants
@@ -35,19 +35,6 @@ pytestmark = [
 ]
 
 MARKER = "cell is running"
-
-# A child that says when it can be interrupted, and writes down the signal that ended it.
-CHILD = """
-import pathlib, signal, sys, time
-done = pathlib.Path(sys.argv[1])
-def on_sigint(signum, frame):
-    done.write_text("SIGINT")
-    sys.exit(3)
-signal.signal(signal.SIGINT, on_sigint)
-print("child ready", flush=True)
-time.sleep(60)
-done.write_text("slept")
-"""
 
 
 def _cell(child: Path, done: Path) -> str:
@@ -96,7 +83,7 @@ def test_kernel_manager_interrupts_with_a_message(message_spec: str, tmp_path: P
             assert reply["status"] == "error"
             assert reply["ename"] == "KeyboardInterrupt"
         child, done = tmp_path / "child.py", tmp_path / "done"
-        child.write_text(CHILD)
+        child.write_text(SIGINT_CHILD)
         msg_id = d.execute(_cell(child, done))
         d.wait_stdout(msg_id, MARKER)
         km.interrupt_kernel()
@@ -168,7 +155,7 @@ def test_an_interrupt_reaches_the_cells_children_but_not_the_launcher(
 ) -> None:
     launcher, kernel_pid, d = grouped_kernel
     child, done = tmp_path / "child.py", tmp_path / "done"
-    child.write_text(CHILD)
+    child.write_text(SIGINT_CHILD)
     msg_id = d.execute(_cell(child, done))
     d.wait_stdout(msg_id, MARKER)
     reply = d.reply(d.send("interrupt_request", {}, channel="control"))

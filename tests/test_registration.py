@@ -15,13 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
 import zmq
-from jupyter_client.blocking.client import BlockingKernelClient
+from kernel_process import check_session
 from signing import hex_hmac
 
 from async_kernel._enums import Channel
@@ -142,31 +141,6 @@ def _wait_for_file(path: Path, process: subprocess.Popen[str]) -> dict[str, Any]
             time.sleep(0.05)  # polling a file with a deadline, not ordering events
 
 
-def _session(connection_file: Path) -> None:
-    kc = BlockingKernelClient(connection_file=str(connection_file))
-    kc.load_connection_file()
-    kc.start_channels()
-    try:
-        msg_id = kc.execute("print(6 * 7)")
-        assert _wait(kc.get_shell_msg, msg_id)["content"]["status"] == "ok"
-        assert _wait(kc.get_iopub_msg, msg_id, "stream")["content"]["text"] == "42\n"
-        assert _wait(kc.get_control_msg, kc.shutdown())["content"]["status"] == "ok"
-    finally:
-        kc.stop_channels()
-
-
-def _wait(get: Any, msg_id: str, msg_type: str | None = None) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            msg = get(timeout=1)
-        except Empty:
-            continue
-        if msg["parent_header"].get("msg_id") == msg_id and msg_type in (None, msg["msg_type"]):
-            return msg
-    raise TimeoutError(f"nothing for {msg_id}")
-
-
 # --- the handshake ---------------------------------------------------------------------------
 
 
@@ -197,7 +171,7 @@ def test_the_kernel_registers_its_ports(
     assert {name: data[name] for name in PORT_NAMES} == {n: content[n] for n in PORT_NAMES}
     assert data["key"] == KEY.decode()
     assert data["ip"] == "127.0.0.1"
-    _session(connection_file)
+    check_session(connection_file)
     assert process.wait(TIMEOUT) == 0
     assert not connection_file.exists()  # the kernel named it, so it removes it
 
@@ -214,7 +188,7 @@ def test_a_launcher_can_name_the_connection_file(
     registrar.acknowledge(identity)
     data = _wait_for_file(connection_file, process)
     assert data["shell_port"] == content["shell_port"]
-    _session(connection_file)
+    check_session(connection_file)
     assert process.wait(TIMEOUT) == 0
     assert connection_file.exists()  # the launcher's file: left to the launcher
 
@@ -234,7 +208,7 @@ def test_the_handshake_over_ipc(
         data = _wait_for_file(connection_file, process)
         assert data["transport"] == "ipc"
         assert data["ip"] == registrar.ip
-        _session(connection_file)
+        check_session(connection_file)
         assert process.wait(TIMEOUT) == 0
     finally:
         registrar.close()
