@@ -14,38 +14,11 @@ from debug_client import DebugClient
 from kernel_driver import Driver, code
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from jupyter_client.blocking.client import BlockingKernelClient
-    from jupyter_client.manager import KernelManager
+    pass
 
 __all__ = ()
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def driver(kernel: tuple[KernelManager, BlockingKernelClient]) -> Driver:
-    _, kc = kernel
-    d = Driver(kc)
-    d.run("import threading")
-    return d
-
-
-@pytest.fixture(scope="module")
-def subshell(driver: Driver) -> str:
-    return driver.create_subshell()
-
-
-@pytest.fixture
-def dbg(driver: Driver) -> Iterator[DebugClient]:
-    """A debug client attached for one test, detached after it."""
-    client = DebugClient(driver)
-    client.attach()
-    try:
-        yield client
-    finally:
-        client.disconnect()
 
 
 def thread_names(dbg: DebugClient) -> dict[int, str]:

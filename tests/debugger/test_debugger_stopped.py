@@ -16,8 +16,6 @@ from debug_client import DebugClient
 from kernel_driver import TIMEOUT, Driver, code
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from jupyter_client.blocking.client import BlockingKernelClient
     from jupyter_client.manager import KernelManager
 
@@ -31,30 +29,6 @@ CELL = code("""
         return y
     print("stepped", step(1))
 """)
-
-
-@pytest.fixture(scope="module")
-def driver(kernel: tuple[KernelManager, BlockingKernelClient]) -> Driver:
-    _, kc = kernel
-    d = Driver(kc)
-    d.run("import threading")
-    return d
-
-
-@pytest.fixture(scope="module")
-def subshell(driver: Driver) -> str:
-    return driver.create_subshell()
-
-
-@pytest.fixture
-def dbg(driver: Driver) -> Iterator[DebugClient]:
-    """A debug client attached for one test, detached after it."""
-    client = DebugClient(driver)
-    client.attach()
-    try:
-        yield client
-    finally:
-        client.disconnect()
 
 
 def stopped_cell(
