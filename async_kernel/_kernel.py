@@ -8,6 +8,7 @@ socket thread → `Dispatcher` → a caller → `JobRunner` → the handler name
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pathlib
@@ -35,6 +36,7 @@ from async_kernel.output._stdio import StdIO
 from async_kernel.requests._comms import CommRouter
 from async_kernel.requests._debugfiles import CellFiles
 from async_kernel.requests._debugger import Debugger
+from async_kernel.requests._debugstops import post_to_stopped
 from async_kernel.requests._dispatcher import (
     Aborts,
     Callers,
@@ -295,7 +297,16 @@ class Kernel(KernelSettings):
         )
         callers = Callers(self.main_caller, self.control_caller, self.shell_caller, self.subshells)
         runner = JobRunner(self.outbox, self.handlers)
-        comms = CommRouter(self.comm_manager, runner.run_now, self.main_caller, self.subshells)
+        comms = CommRouter(
+            self.comm_manager,
+            runner.run_now,
+            self.main_caller,
+            self.subshells,
+            when_stopped=lambda inbox: post_to_stopped(
+                inbox.caller.ident, functools.partial(self.interrupter.run_while_stopped, inbox)
+            ),
+        )
+        self.debugger.on_stopped = comms.debugger_stopped
         self.interrupter.safe_points = comms.work_here
 
         def subshell_deleted(subshell_id: str) -> None:

@@ -8,7 +8,8 @@ builds the next widget. So each comm's messages go where its owner runs (see
 
 * `owner`: into the owner's inbox, which its loop empties whenever it is free (between
   cells, while a cell awaits), and which a cell of the owner empties inside its `time.sleep`
-  (a *safe point*: the cell waits there, and no other code of that thread runs);
+  and while it is stopped in the debugger (*safe points*: the cell waits there, and no other
+  code of that thread runs);
 * `owner_idle`: the same without the safe points;
 * `arrival`: on the (sub)shell the message was sent to, one FIFO per comm.
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from async_kernel.requests._subshells import SubshellManager
     from async_kernel.wire._job import Job
 
-__all__ = ("CommRouter", "PerKey")
+__all__ = ("CommRouter", "Inbox", "PerKey")
 
 log = logging.getLogger("async_kernel")
 
@@ -49,16 +50,22 @@ class _Entry:
     at_safe_points: bool
 
 
-class _Inbox:
+class Inbox:
     """The comm messages one owner has yet to handle, run on the owner's thread in order.
 
     Its loop drains it from the scheduler; a cell of the owner drains it inside `time.sleep`
     (`run_at_safe_point`). Both run on the owner's thread, never one inside the other.
     """
 
-    def __init__(self, caller: Caller, run: Callable[[_Entry, bool], None]) -> None:
+    def __init__(
+        self,
+        caller: Caller,
+        run: Callable[[_Entry, bool], None],
+        when_stopped: Callable[[Inbox], object],
+    ) -> None:
         self.caller = caller
         self._run = run
+        self._when_stopped = when_stopped
         self._lock = threading.Lock()
         self._entries: collections.deque[_Entry] = collections.deque()
         self._drain_scheduled = False
@@ -79,6 +86,8 @@ class _Inbox:
             sleeper = self.sleeper if entry.at_safe_points else None
         if sleeper is not None:
             sleeper.set()
+        if entry.at_safe_points:
+            self._when_stopped(self)
         if schedule:
             try:
                 self._schedule()
@@ -157,6 +166,8 @@ class CommRouter:
         run_now: Runs a request with a synchronous handler (busy, handler, idle).
         main: The main shell's caller.
         subshells: The subshells, for owners that are subshells.
+        when_stopped: Given an owner's inbox with messages for safe points, has the owner's
+            thread handle them if it is stopped in the debugger (returns whether it will).
     """
 
     def __init__(
@@ -165,14 +176,16 @@ class CommRouter:
         run_now: Callable[[Job], None],
         main: Caller,
         subshells: SubshellManager,
+        when_stopped: Callable[[Inbox], bool] = lambda _: False,
     ) -> None:
+        self._when_stopped = when_stopped
         self._comms = comms
         self._run_now = run_now
         self._main = main
         self._subshells = subshells
         self._lock = threading.Lock()
-        self._inboxes: dict[str | None, _Inbox] = {}
-        self._by_thread: dict[int, _Inbox] = {}
+        self._inboxes: dict[str | None, Inbox] = {}
+        self._by_thread: dict[int, Inbox] = {}
 
     def submit(self, job: Job, arrival: Caller) -> Pending[None]:
         """Start handling a comm message; `arrival` is the caller of the shell it came on."""
@@ -185,9 +198,17 @@ class CommRouter:
         self._put(entry)
         return entry.pending
 
-    def work_here(self) -> _Inbox | None:
+    def work_here(self) -> Inbox | None:
         """The inbox of the owner whose thread this is, if it has one."""
         return self._by_thread.get(threading.get_ident())
+
+    def debugger_stopped(self) -> None:
+        """A thread stopped in the debugger: its owner's waiting messages are handled there."""
+        with self._lock:
+            inboxes = list(self._inboxes.values())
+        for inbox in inboxes:
+            if inbox.ready():
+                self._when_stopped(inbox)
 
     def forget(self, subshell_id: str) -> None:
         """A subshell was deleted: its comms now belong to the main shell, with their messages."""
@@ -208,7 +229,7 @@ class CommRouter:
             entry.owner = MAIN_SHELL
             self._inbox(MAIN_SHELL).put(entry)
 
-    def _inbox(self, owner: str | None) -> _Inbox:
+    def _inbox(self, owner: str | None) -> Inbox:
         with self._lock:
             inbox = self._inboxes.get(owner)
             if inbox is not None:
@@ -217,10 +238,10 @@ class CommRouter:
                 return self._inbox_unlocked(MAIN_SHELL, self._main)
             return self._inbox_unlocked(owner, self._subshells.caller(owner))
 
-    def _inbox_unlocked(self, owner: str | None, caller: Caller) -> _Inbox:
+    def _inbox_unlocked(self, owner: str | None, caller: Caller) -> Inbox:
         inbox = self._inboxes.get(owner)
         if inbox is None:
-            inbox = self._inboxes[owner] = _Inbox(caller, self._run_entry)
+            inbox = self._inboxes[owner] = Inbox(caller, self._run_entry, self._when_stopped)
             if caller.ident is not None:
                 self._by_thread = {**self._by_thread, caller.ident: inbox}
         return inbox

@@ -103,6 +103,8 @@ class Debugger:
         self._endpoint: tuple[str, int] | None = None
         self._starting: anyio.Lock | None = None
         self._parent: Job | None = None
+        self.on_stopped: Callable[[], None] = lambda: None
+        """Called (from a thread of the debugger's) when a thread stops in the debugger."""
         self._local: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "initialize": self.initialize,
             "attach": self.attach,
@@ -158,7 +160,7 @@ class Debugger:
             # Imported when first needed: aiologic costs ~20 ms at start-up.
             from async_kernel.requests._debugstate import DebugState
 
-            self._state = DebugState(self._publish)
+            self._state = DebugState(self._publish, lambda: self.on_stopped())
         return self._state
 
     def _publish(self, event: dict[str, Any]) -> None:

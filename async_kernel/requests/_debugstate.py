@@ -41,10 +41,14 @@ class DebugState:
 
     Args:
         publish: Publishes a DAP event to the frontends.
+        on_stopped: Called (in the reader thread) when a thread stops in the debugger.
     """
 
-    def __init__(self, publish: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self, publish: Callable[[dict[str, Any]], None], on_stopped: Callable[[], None]
+    ) -> None:
         self._publish = publish
+        self._on_stopped = on_stopped
         self.client: DapClient | None = None
         """The connection to debugpy's adapter, once `initialize` made it."""
         self.attached = False
@@ -127,6 +131,7 @@ class DebugState:
         if name == "initialized":
             self._initialized.set()
         elif name == "stopped":
+            self._on_stopped()
             if body.get("allThreadsStopped"):
                 # Which threads stopped is asked in another thread: the reader brings the answer.
                 thread = threading.Thread(

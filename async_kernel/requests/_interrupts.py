@@ -282,7 +282,7 @@ class Interrupter:
             if self._running.get(running.job) is not running:
                 return
             if tid != threading.get_ident() and _runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
-                if tid in self._sleeping:
+                if tid in self._sleeping or tid in self._in_safe_point:
                     running.interrupt_pending = True
                     running.wake.set()
                 else:
@@ -346,6 +346,31 @@ class Interrupter:
                 _original_sleep(min(left, _SLEEP_SLICE))
         else:
             _original_sleep(seconds)
+
+    def run_while_stopped(self, work: SafePointWork) -> None:
+        """Handle `work` on this thread while the debugger holds its cell stopped.
+
+        That is a safe point as a cell's sleep is: an interrupt that comes meanwhile waits for
+        the handlers, and is then sent again, to land in the cell once it is resumed.
+        """
+        tid = threading.get_ident()
+        job = current_job.get()  # the stopped cell's: debugpy waits in the cell's context
+        main = tid == threading.main_thread().ident
+        if main:
+            self._safe_point_job = job
+        self._run_safe_point(tid, work)
+        if main:
+            if self._main_interrupt_pending:
+                self._main_interrupt_pending = False
+                if job is not None:
+                    self.request([job])
+            return
+        with self._lock:
+            running = self._running.get(job) if job is not None else None
+        if running is not None and running.interrupt_pending:
+            running.interrupt_pending = False
+            running.wake.clear()
+            _thread.start_new_thread(self.interrupt_elsewhere, (running,))
 
     def _run_safe_point(self, tid: int, work: SafePointWork) -> None:
         self._in_safe_point.add(tid)

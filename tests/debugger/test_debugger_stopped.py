@@ -1,9 +1,10 @@
 """A kernel whose cell is stopped at a breakpoint: it still answers, runs, and can interrupt.
 
 Over a real kernel process, on asyncio and trio. While a main-shell cell waits at a
-breakpoint the kernel answers kernel_info, completions and comms, other subshells and
-`##thread` cells run, and an interrupt ends the stopped cell with `KeyboardInterrupt`, after
-which the debugger works as before. `breakpoint()` stops in the attached debugger, and is
+breakpoint the kernel answers kernel_info, completions and comms (the stopped thread handles
+its own shell's comms: the stop is a safe point), other subshells and `##thread` cells run,
+and an interrupt ends the stopped cell with `KeyboardInterrupt`, after which the debugger
+works as before. `breakpoint()` stops in the attached debugger, and is
 pdb over stdin when none is attached.
 """
 
@@ -45,8 +46,8 @@ def test_kernel_answers_while_a_cell_is_stopped(
     dbg: DebugClient, driver: Driver, subshell: str
 ) -> None:
     in_subshell = {"subshell_id": subshell}
-    # Registered in the subshell, the target's comms belong to it (docs/widgets.md): they are
-    # handled while the main shell is stopped; those of the main shell would wait for it.
+    # Registered in the subshell, the target's comms belong to it (docs/widgets.md): its
+    # thread handles them while the main shell is stopped.
     driver.run(
         code("""
         import comm
@@ -76,6 +77,104 @@ def test_kernel_answers_while_a_cell_is_stopped(
     assert driver.got(msg_id).reply is None  # still stopped
     dbg.ok("continue", threadId=thread_id)
     assert driver.reply(msg_id)["content"]["status"] == "ok"
+
+
+MAIN_SHELL_ECHO = code("""
+    import comm
+    def echo_target(c, open_msg):
+        c.on_msg(lambda msg: c.send({"echo": msg["content"]["data"]["n"]}))
+    comm.get_comm_manager().register_target("main-echo", echo_target)
+    comm.get_comm_manager().register_target("main-echo-idle", echo_target, policy="owner_idle")
+""")
+
+
+def test_main_shell_comms_are_answered_while_its_cell_is_stopped(
+    dbg: DebugClient, driver: Driver
+) -> None:
+    """The stop is a safe point: the stopped thread handles its shell's comm messages."""
+    driver.run(MAIN_SHELL_ECHO)
+    cell = code("""
+        made = comm.create_comm(target_name="made-by-the-cell")
+        made.on_msg(lambda msg: made.send({"made": msg["content"]["data"]["n"]}))
+        def step(x):
+            y = x + 1
+            return y
+        print("stepped", step(1))
+    """)
+    msg_id, thread_id = stopped_cell(dbg, driver, cell=cell)
+    opened = driver.send("comm_open", {"comm_id": "main-1", "target_name": "main-echo", "data": {}})
+    driver.wait_until(lambda: driver.is_idle(opened), "the comm_open to be handled")
+    sent = driver.send("comm_msg", {"comm_id": "main-1", "data": {"n": 3}})
+    _, echoed = driver.wait_for(sent, "comm_msg")
+    assert echoed["content"]["data"] == {"echo": 3}
+    comm_id = next(
+        m["content"]["comm_id"] for _, m in driver.got(msg_id).iopub if m["msg_type"] == "comm_open"
+    )
+    sent = driver.send("comm_msg", {"comm_id": comm_id, "data": {"n": 4}})
+    _, answered = driver.wait_for(sent, "comm_msg")
+    assert answered["content"]["data"] == {"made": 4}
+    assert driver.got(msg_id).reply is None  # still stopped
+    assert dbg.ok("debugInfo")["body"]["stoppedThreads"] == [thread_id]
+    dbg.ok("continue", threadId=thread_id)
+    assert driver.reply(msg_id)["content"]["status"] == "ok"
+    assert driver.stdout(msg_id) == "stepped 2\n"
+
+
+def test_owner_idle_comms_wait_for_a_stopped_cell(dbg: DebugClient, driver: Driver) -> None:
+    driver.run(MAIN_SHELL_ECHO)
+    msg_id, thread_id = stopped_cell(dbg, driver)
+    opened = driver.send(
+        "comm_open", {"comm_id": "idle-1", "target_name": "main-echo-idle", "data": {}}
+    )
+    # A message that other requests overtake: kernel_info is answered, the comm_open waits.
+    driver.reply(driver.send("kernel_info_request", {}))
+    assert not driver.is_idle(opened)
+    dbg.ok("continue", threadId=thread_id)
+    assert driver.reply(msg_id)["content"]["status"] == "ok"
+    driver.wait_until(lambda: driver.is_idle(opened), "the comm_open after the cell")
+    sent = driver.send("comm_msg", {"comm_id": "idle-1", "data": {"n": 5}})
+    _, echoed = driver.wait_for(sent, "comm_msg")
+    assert echoed["content"]["data"] == {"echo": 5}
+
+
+@pytest.mark.parametrize("where", ["main shell", "subshell"])
+def test_interrupt_while_a_stopped_cell_handles_a_comm(
+    dbg: DebugClient,
+    driver: Driver,
+    kernel: tuple[KernelManager, BlockingKernelClient],
+    subshell: str,
+    where: str,
+) -> None:
+    """An interrupt during a comm handler run at the stop ends the cell, not the handler."""
+    stopped = {"subshell_id": driver.create_subshell()} if where == "subshell" else None
+    target = f"slow-{where.replace(' ', '-')}"
+    driver.run(
+        code(f"""
+        import comm, threading
+        handling, release = threading.Event(), threading.Event()
+        def slow_target(c, open_msg):
+            def on_msg(msg):
+                handling.set()
+                release.wait(30)
+                c.send({{"handled": msg["content"]["data"]["n"]}})
+            c.on_msg(on_msg)
+        comm.get_comm_manager().register_target({target!r}, slow_target)
+        """),
+        header=stopped,
+    )
+    msg_id, _ = stopped_cell(dbg, driver, header=stopped)
+    opened = driver.send("comm_open", {"comm_id": target, "target_name": target, "data": {}})
+    driver.wait_until(lambda: driver.is_idle(opened), "the comm_open to be handled")
+    sent = driver.send("comm_msg", {"comm_id": target, "data": {"n": 6}})
+    in_subshell = {"subshell_id": subshell}
+    assert driver.run("print(handling.wait(30))", header=in_subshell) == "True\n"
+    driver.interrupt(kernel[0], "message")
+    driver.run("release.set()", header=in_subshell)
+    _, handled = driver.wait_for(sent, "comm_msg")
+    assert handled["content"]["data"] == {"handled": 6}
+    reply = driver.reply(msg_id)["content"]
+    assert (reply["status"], reply["ename"]) == ("error", "KeyboardInterrupt")
+    assert dbg.ok("debugInfo")["body"]["stoppedThreads"] == []
 
 
 def test_other_cells_run_while_one_is_stopped(
