@@ -13,6 +13,7 @@ import pytest
 
 from async_kernel._enums import Channel
 from async_kernel.output import _streams
+from async_kernel.requests import _frames as frames
 from async_kernel.requests import _interrupts as interrupts
 from async_kernel.requests._deferral import in_held_back_code, wait_out_of_held_back_code
 from async_kernel.requests._interrupts import Interrupter, Running
@@ -201,7 +202,8 @@ def main_cell(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Interrupter, Ru
     """
     sent = Resent()
     monkeypatch.setattr(signal, "pthread_kill", sent)
-    monkeypatch.setattr(interrupts, "_RUN_CODE", run_cell.__code__)
+    monkeypatch.setattr(interrupts, "RUN_CODE", run_cell.__code__)
+    monkeypatch.setattr(frames, "RUN_CODE", run_cell.__code__)
     interrupter = Interrupter()
     job = make_job()
     running = Running(job, threading.get_ident(), None, None, threading.Event())  # pyright: ignore[reportArgumentType]

@@ -12,22 +12,30 @@ import sys
 import sysconfig
 from typing import TYPE_CHECKING
 
+from IPython.core.interactiveshell import InteractiveShell
+
 from async_kernel.output import _routing, _stdio, _streams
 from async_kernel.wire import _json, _outbox, _session, _sockets
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from types import FrameType
 
 __all__ = (
     "KERNEL_PREFIXES",
     "LIBRARY_PREFIXES",
     "OUTPUT_FILES",
+    "RUN_CODE",
     "debugger_prefixes",
     "loop_prefixes",
+    "runs_user_code",
 )
 
 _KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The `async_kernel` package."""
+
+RUN_CODE = InteractiveShell.run_code.__code__
+"""The code of IPython's `run_code`, whose frame runs a cell: the user's code is above it."""
 
 _LOOP_PACKAGES = ("asyncio", "anyio", "trio", "sniffio", "outcome")
 """The event loops' packages (and the small ones they run on)."""
@@ -78,3 +86,12 @@ def loop_prefixes() -> tuple[str, ...]:
         if isinstance(file, str):
             directories.append(os.path.dirname(file))
     return _prefixes(directories)
+
+
+def runs_user_code(frame: FrameType | None) -> bool:
+    """Whether a thread whose innermost frame is `frame` is inside a cell's code right now."""
+    while frame is not None:
+        if frame.f_code is RUN_CODE:
+            return True
+        frame = frame.f_back
+    return False

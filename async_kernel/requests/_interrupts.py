@@ -3,12 +3,7 @@
 * Async code is cancelled at its next await (its request's cancel scope is cancelled).
 * Blocking code in the main thread gets `KeyboardInterrupt` from the SIGINT handler.
 * Blocking code in other threads (`##thread` cells, subshells) gets `KeyboardInterrupt` as an
-  asynchronous exception; `time.sleep` in those threads is made interruptible, since CPython
-  cannot deliver an asynchronous exception to a thread sleeping in C.
-
-The kernel's `time.sleep` is also where a cell of the main shell or a subshell handles the
-comm messages of its shell that arrive meanwhile (a *safe point*, see `requests._comms`); an
-interrupt that comes while such a handler runs waits until it returns.
+  asynchronous exception; the kernel's `time.sleep` in those threads ends early (`_sleep`).
 """
 
 from __future__ import annotations
@@ -21,72 +16,26 @@ import os
 import signal
 import sys
 import threading
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-from IPython.core.interactiveshell import InteractiveShell
+from typing import TYPE_CHECKING
 
 from async_kernel.requests._children import signal_descendants
 from async_kernel.requests._deferral import in_held_back_code, wait_out_of_held_back_code
+from async_kernel.requests._frames import RUN_CODE, runs_user_code
+from async_kernel.requests._sleep import InterruptibleSleep, Running, SafePointWork
 from async_kernel.wire._job import current_job
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import FrameType
 
-    import anyio
-
-    from async_kernel.callers._caller import Caller
     from async_kernel.wire._job import Job
 
 __all__ = ("Interrupter", "Running", "SafePointWork")
 
 log = logging.getLogger("async_kernel")
 
-_RUN_CODE = InteractiveShell.run_code.__code__
-_original_sleep = time.sleep
-_SLEEP_SLICE = 0.05
-"""Seconds the main thread sleeps at a time, so that an interrupt is handled promptly."""
 _DEFER_AT_MOST = 3
 """Times an interrupt of the main thread waits for the cell to leave the kernel's output code."""
-
-
-@dataclass(slots=True)
-class Running:
-    """A request that runs user code and can be interrupted."""
-
-    job: Job
-    """The request."""
-    thread_id: int
-    """The thread it runs in."""
-    caller: Caller
-    """The caller whose loop runs it."""
-    scope: anyio.CancelScope
-    """Cancelled to stop it at its next await."""
-    wake: threading.Event
-    """Set to end an interruptible `time.sleep` in its thread."""
-    async_exc_sent: bool = False
-    """A `KeyboardInterrupt` was sent to its thread as an asynchronous exception."""
-    deferred: int = 0
-    """Times its interrupt found it inside the kernel's output code and was sent again later."""
-    interrupt_pending: bool = False
-    """`wake` was set to interrupt it (and not by a comm message for its sleep)."""
-
-
-class SafePointWork(Protocol):
-    """The comm messages a thread's cell may handle inside its `time.sleep`."""
-
-    sleeper: threading.Event | None
-    """The event to set when such a message arrives (None: nobody sleeps)."""
-
-    def ready(self) -> bool:
-        """Whether such a message waits."""
-        ...
-
-    def run_at_safe_point(self) -> None:
-        """Handle the waiting messages."""
-        ...
 
 
 def _mark(job: Job) -> None:
@@ -102,16 +51,7 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
     )
 
 
-def _runs_user_code(frame: FrameType | None) -> bool:
-    """Whether a thread whose innermost frame is `frame` is inside a cell's code right now."""
-    while frame is not None:
-        if frame.f_code is _RUN_CODE:
-            return True
-        frame = frame.f_back
-    return False
-
-
-class Interrupter:
+class Interrupter(InterruptibleSleep):
     """Keeps the running requests and interrupts them on SIGINT or `interrupt_request`.
 
     The SIGINT handler takes no locks (it runs between two bytecodes of whatever the main
@@ -120,17 +60,10 @@ class Interrupter:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._running: dict[Job, Running] = {}
         self._snapshot: tuple[Running, ...] = ()
         self._lock = threading.Lock()
-        self._sleeping: set[int] = set()
-        self.safe_points: Callable[[], SafePointWork | None] | None = None
-        """Returns the comm messages that this thread's cells handle at safe points, if any."""
-        self._main_wake = threading.Event()
-        # Threads running comm handlers inside a cell's sleep: their interrupt waits for it.
-        self._in_safe_point: set[int] = set()
-        self._main_interrupt_pending = False
-        self._safe_point_job: Job | None = None
         # Interrupts requested and not yet handled by the SIGINT handler: None for "all", else
         # the targets. They add up, so a timeout and a user's interrupt close together do not
         # overwrite each other; appends and pops of a deque are atomic.
@@ -211,7 +144,7 @@ class Interrupter:
                 targets |= requested
         if not targets:
             targets = None
-        main_in_code = _runs_user_code(frame)
+        main_in_code = runs_user_code(frame)
         current = current_job.get()
         if threading.get_ident() in self._in_safe_point:
             # A comm handler runs in its own context: the cell is the one whose sleep runs it.
@@ -243,7 +176,7 @@ class Interrupter:
             # once it returns (the handler's own request would otherwise swallow it).
             self._main_interrupt_pending = True
             return
-        if here.deferred < _DEFER_AT_MOST and in_held_back_code(frame, _RUN_CODE):
+        if here.deferred < _DEFER_AT_MOST and in_held_back_code(frame, RUN_CODE):
             # Inside the kernel's output code (a `print`): sent again once the cell is out.
             here.deferred += 1
             _thread.start_new_thread(self._send_again, (here,))
@@ -253,7 +186,7 @@ class Interrupter:
     def _send_again(self, running: Running) -> None:
         """Interrupt `running` (in the main thread) again once it is out of the output code."""
         self._release_debugged(running.thread_id)
-        wait_out_of_held_back_code(running.thread_id, _RUN_CODE)
+        wait_out_of_held_back_code(running.thread_id, RUN_CODE)
         with self._lock:
             if self._running.get(running.job) is not running:
                 return
@@ -275,13 +208,13 @@ class Interrupter:
         if tid != threading.get_ident():
             # Not inside the kernel's output code, which it would leave half done.
             self._release_debugged(tid)
-            wait_out_of_held_back_code(tid, _RUN_CODE)
+            wait_out_of_held_back_code(tid, RUN_CODE)
         # Under the lock, so the request cannot finish in between: once it has, its thread may
         # run the next cell, which must not get this interrupt.
         with self._lock:
             if self._running.get(running.job) is not running:
                 return
-            if tid != threading.get_ident() and _runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
+            if tid != threading.get_ident() and runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
                 if tid in self._sleeping or tid in self._in_safe_point:
                     running.interrupt_pending = True
                     running.wake.set()
@@ -303,134 +236,3 @@ class Interrupter:
             running.caller.call_direct(running.scope.cancel)
         except Exception:
             log.exception("could not cancel %r", running.job)
-
-    # --- interruptible sleep ---------------------------------------------------------------
-
-    def sleep(self, seconds: float, /) -> None:
-        """The kernel's `time.sleep`: ends early with `KeyboardInterrupt` when interrupted.
-
-        In a cell of the main shell or of a subshell, it handles the comm messages of that
-        shell that arrive while it sleeps (a safe point); it still sleeps `seconds` in all.
-        """
-        if not seconds > 0:  # 0 yields the GIL, a negative (or NaN) raises: as `time.sleep`
-            _original_sleep(seconds)
-            return
-        tid = threading.get_ident()
-        main = tid == threading.main_thread().ident
-        if tid in self._in_safe_point:  # a comm handler's own sleep, inside a cell's sleep
-            self._plain_sleep(seconds, main=main)
-            return
-        running = None
-        if not main:
-            with self._lock:
-                running = next((r for r in self._running.values() if r.thread_id == tid), None)
-        work = None
-        if self.safe_points is not None and (running is not None or main):
-            work = self.safe_points()
-            if work is not None and running is None and not _runs_user_code(sys._getframe(1)):  # pyright: ignore[reportPrivateUsage]
-                work = None  # the main thread, but not in a cell (the kernel's own sleep)
-        if running is not None:
-            self._sleep_in_cell(running, seconds, work)
-        elif work is not None:
-            self._sleep_in_main_cell(seconds, work)
-        else:
-            self._plain_sleep(seconds, main=main)
-
-    @staticmethod
-    def _plain_sleep(seconds: float, *, main: bool) -> None:
-        if main and seconds > _SLEEP_SLICE:
-            # In slices: a SIGINT landing between the last check for signals and the sleep's
-            # system call would otherwise wait for the whole sleep.
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                _original_sleep(min(left, _SLEEP_SLICE))
-        else:
-            _original_sleep(seconds)
-
-    def run_while_stopped(self, work: SafePointWork) -> None:
-        """Handle `work` on this thread while the debugger holds its cell stopped.
-
-        That is a safe point as a cell's sleep is: an interrupt that comes meanwhile waits for
-        the handlers, and is then sent again, to land in the cell once it is resumed.
-        """
-        tid = threading.get_ident()
-        job = current_job.get()  # the stopped cell's: debugpy waits in the cell's context
-        main = tid == threading.main_thread().ident
-        if main:
-            self._safe_point_job = job
-        self._run_safe_point(tid, work)
-        if main:
-            if self._main_interrupt_pending:
-                self._main_interrupt_pending = False
-                if job is not None:
-                    self.request([job])
-            return
-        with self._lock:
-            running = self._running.get(job) if job is not None else None
-        if running is not None and running.interrupt_pending:
-            running.interrupt_pending = False
-            running.wake.clear()
-            _thread.start_new_thread(self.interrupt_elsewhere, (running,))
-
-    def _run_safe_point(self, tid: int, work: SafePointWork) -> None:
-        self._in_safe_point.add(tid)
-        try:
-            work.run_at_safe_point()
-        finally:
-            self._in_safe_point.discard(tid)
-
-    def _sleep_in_cell(self, running: Running, seconds: float, work: SafePointWork | None) -> None:
-        """Sleep in a cell outside the main thread: an interrupt sets `running.wake`."""
-        tid = running.thread_id
-        deadline = time.monotonic() + seconds
-        # Sleeping for the interrupter from the first to the last moment, handlers included:
-        # an interrupt then wakes the sleep instead of raising inside a comm handler.
-        self._sleeping.add(tid)
-        try:
-            while True:
-                if work is not None:
-                    self._run_safe_point(tid, work)
-                if running.interrupt_pending:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                if work is not None:
-                    work.sleeper = running.wake
-                try:
-                    if work is not None and work.ready():
-                        continue
-                    if running.wake.wait(left):
-                        running.wake.clear()
-                finally:
-                    if work is not None:
-                        work.sleeper = None
-                if running.interrupt_pending:
-                    break
-        finally:
-            self._sleeping.discard(tid)
-        running.interrupt_pending = False
-        raise KeyboardInterrupt
-
-    def _sleep_in_main_cell(self, seconds: float, work: SafePointWork) -> None:
-        """Sleep in a cell of the main thread, handling its comm messages meanwhile."""
-        deadline = time.monotonic() + seconds
-        wake = self._main_wake
-        self._safe_point_job = current_job.get()
-        while True:
-            self._run_safe_point(threading.get_ident(), work)
-            if self._main_interrupt_pending:
-                self._main_interrupt_pending = False
-                raise KeyboardInterrupt
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            work.sleeper = wake
-            try:
-                if work.ready():
-                    continue
-                # In slices, as a plain sleep of the main thread (SIGINT is checked between).
-                if wake.wait(min(left, _SLEEP_SLICE)):
-                    wake.clear()
-            finally:
-                work.sleeper = None
