@@ -20,6 +20,7 @@ import anyio
 from traitlets import observe
 
 from async_kernel._enums import Channel, RunMode
+from async_kernel._kernelapi import IpykernelAPI
 from async_kernel._memory import MemoryTrim
 from async_kernel._parent import ParentWatch
 from async_kernel._patches import ProcessPatches
@@ -55,20 +56,12 @@ from async_kernel.wire._connection import (
     read_startup_file,
     write_connection_file,
 )
-from async_kernel.wire._ipykernel import (
-    KernelSession,
-    KernelSocket,
-    job_for,
-    parent_message,
-)
-from async_kernel.wire._job import current_job
+from async_kernel.wire._ipykernel import KernelSession, KernelSocket
 from async_kernel.wire._outbox import Outbox
 from async_kernel.wire._registration import RegistrationError, register
 from async_kernel.wire._sockets import BindError, SocketHub
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
     from async_kernel.ipython._compat import ZMQInteractiveShell
     from async_kernel.wire._job import Job
 
@@ -77,7 +70,7 @@ __all__ = ("Kernel", "get_kernel")
 log = logging.getLogger("async_kernel")
 
 
-class Kernel(KernelSettings):
+class Kernel(KernelSettings, IpykernelAPI):
     """A Jupyter kernel for Python that handles requests concurrently."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -403,56 +396,6 @@ class Kernel(KernelSettings):
             except Exception:
                 log.exception("shutdown step %r failed", step)
         os._exit(self._exit_code)
-
-    # --- ipykernel's API ------------------------------------------------------------------
-
-    def get_parent(self, channel: str | None = None) -> dict[str, Any]:
-        """Return the request that output produced here belongs to, as a message dict.
-
-        `{}` when there is none. `channel` is accepted for ipykernel's signature: the request
-        is the current context's, whichever channel it came on.
-        """
-        return parent_message(routing.current_parent())
-
-    def set_parent(
-        self,
-        ident: bytes | Sequence[bytes] | None,
-        parent: Mapping[str, Any] | Job | None,
-        channel: str = "shell",
-    ) -> None:
-        """Send the output (and `input()`) of the current context to `parent` from now on.
-
-        Args:
-            ident: The ROUTER identities of `parent`'s client (where input requests go).
-            parent: A message dict (`get_parent()`), a header dict or a `Job`.
-            channel: The channel `parent` came on.
-        """
-        current_job.set(job_for(parent, ident=ident, channel=Channel(channel)))
-
-    def send_response(
-        self,
-        stream: Any,
-        msg_or_type: dict[str, Any] | str,
-        content: dict[str, Any] | None = None,
-        ident: bytes | Sequence[bytes] | None = None,
-        buffers: Sequence[Any] | None = None,
-        track: bool = False,
-        header: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-        channel: str | None = None,
-    ) -> dict[str, Any] | None:
-        """Send a message whose parent is the current request (`session.send` with `get_parent`)."""
-        return self.session.send(
-            stream,
-            msg_or_type,
-            content,
-            self.get_parent(channel),
-            ident,
-            buffers,
-            track,
-            header,
-            metadata,
-        )
 
 
 def get_kernel() -> Kernel:

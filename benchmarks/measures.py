@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kernels import BenchError, KernelDef, KernelHandle, KernelTimeout, peek_reply
+from procstat import cpu_seconds, cpu_used, thread_cpu_ns
 from report import Row
 
 __all__ = (
@@ -236,19 +237,33 @@ def execute_sequential(handles: dict[str, KernelHandle], cfg: Config) -> list[Ro
     """`execute_request "pass"`, one at a time: until both the reply and idle arrived."""
     latency = Row("exec_seq", 'execute "pass" sequential, reply + idle', "ms", scale=1e3, digits=3)
     rate = Row("exec_seq_rate", 'execute "pass" sequential', "req/s", digits=0)
+    cpu = Row(
+        "exec_seq_cpu",
+        'execute "pass" sequential: kernel CPU per execute, all threads',
+        "ms",
+        scale=1e3,
+        digits=3,
+    )
+    used: dict[str, float] = {}
 
     def step(h: KernelHandle) -> None:
+        pid = h.pid
+        before = (cpu_seconds(pid), thread_cpu_ns(pid)) if pid is not None else None
         for _ in range(cfg.block):
             reply, _, done = h.request("shell", "execute_request", PASS, timeout=cfg.timeout)
             if reply["content"]["status"] != "ok":
                 raise BenchError(f"execute failed: {reply['content'].get('ename')}")
             latency.cell(h.kdef.key).samples.append(done)
+        if pid is not None and before is not None:
+            used[h.kdef.key] = used.get(h.kdef.key, 0.0) + cpu_used(pid, before)
 
     errors = interleave(handles, math.ceil(cfg.execute / cfg.block), step)
     for key, cell in latency.cells.items():
         if cell.samples:
             rate.cell(key).value = len(cell.samples) / sum(cell.samples)
-    return set_errors([latency, rate], errors)
+            if key in used:
+                cpu.cell(key).value = used[key] / len(cell.samples)
+    return set_errors([latency, rate, cpu], errors)
 
 
 def burst(

@@ -243,10 +243,18 @@ def test_cells_awaiting_on_the_main_loop_are_interrupted_while_another_one_block
     busy = d.execute(f'##task\nprint("{MARKER}", flush=True)\nwhile True:\n    pass')
     d.wait_stdout(busy, MARKER)
     km.interrupt_kernel()
-    for msg_id, line in ((busy, "while True:"), (waiting, "await anyio.sleep(60)")):
-        reply = d.reply(msg_id, timeout=TIMEOUT)["content"]
+    # Both replies first, then the checks: a failure then names the cell it is about.
+    cells = {"busy": (busy, "while True:"), "waiting": (waiting, "await anyio.sleep(60)")}
+    replies = {
+        name: d.reply(msg_id, timeout=TIMEOUT)["content"] for name, (msg_id, _) in cells.items()
+    }
+    for name, (msg_id, line) in cells.items():
         errors = [m["content"] for _, m in d.got(msg_id).iopub if m["msg_type"] == "error"]
-        assert_user_frames(reply, errors, [("<cell>", line)])
+        try:
+            assert_user_frames(replies[name], errors, [("<cell>", line)])
+        except AssertionError as e:
+            e.add_note(f"in the reply of the {name} cell; the replies: {replies}")
+            raise
     answers(d, None)
 
 
@@ -262,7 +270,7 @@ def test_a_sigint_that_another_thread_receives_interrupts_the_awaiting_cell(
         header={"subshell_id": subshell},
     )
     d.reply(sender)  # interrupted too, unless it ended first: the interrupt is for all cells
-    reply = d.reply(cell, timeout=5)["content"]
+    reply = d.reply(cell, timeout=TIMEOUT)["content"]
     errors = [m["content"] for _, m in d.got(cell).iopub if m["msg_type"] == "error"]
     assert_user_frames(reply, errors, [("<cell>", "await anyio.sleep(60)")])
 

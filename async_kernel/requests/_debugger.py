@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from async_kernel._threads import hide_from_debugger
 from async_kernel.requests import _debugfiles as files
 from async_kernel.requests._dap import DebugRequestError, argument, dap_response, error_response
-from async_kernel.requests._variables import VariableExplorer, is_user_variable
+from async_kernel.requests._debuginspect import InspectionRequests
+from async_kernel.requests._variables import VariableExplorer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -75,7 +76,7 @@ def debugpy_available() -> bool:
     return importlib.util.find_spec("debugpy") is not None
 
 
-class Debugger:
+class Debugger(InspectionRequests):
     """Answers `debug_request`s and publishes debugpy's events as `debug_event`s.
 
     Args:
@@ -347,71 +348,3 @@ class Debugger:
             else:
                 self.state.breakpoints.pop(path, None)
         return response
-
-    # --- stopped threads -------------------------------------------------------------------
-
-    async def stackTrace(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The frames of a stopped thread (the kernel's own frames are left out by debugpy)."""
-        return await self._forward(request)
-
-    async def variables(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Children of a variable: the kernel's own references, or debugpy's."""
-        reference = argument(request, "variablesReference", int)
-        if self.explorer.knows(reference):
-            return dap_response(request, body={"variables": self.explorer.children(reference)})
-        response = await self._forward(request)
-        if response.get("success"):
-            body = response.setdefault("body", {})
-            body["variables"] = [
-                v for v in body.get("variables", []) if is_user_variable(str(v.get("name", "")))
-            ]
-        return response
-
-    async def inspectVariables(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The user's global variables (whether or not the debugger is attached)."""
-        return dap_response(request, body={"variables": self.explorer.inspect(self.shell.user_ns)})
-
-    async def richInspectVariables(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A variable's rich representation (its mime bundle), in a stopped frame or globally."""
-        name = argument(request, "variableName", str)
-        if not name.isidentifier():
-            raise DebugRequestError(f"{name!r} is not a variable name")
-        frame_id = request["arguments"].get("frameId")
-        if self.state.stopped and isinstance(frame_id, int):
-            from async_kernel.requests._debugstate import rich_in_frame
-
-            data, metadata = await rich_in_frame(self._client, request, name, frame_id)
-        else:
-            result = self.shell.user_expressions({name: name})[name]
-            if result.get("status") != "ok":
-                raise DebugRequestError(f"{name}: {result.get('ename')}: {result.get('evalue')}")
-            data, metadata = result.get("data", {}), result.get("metadata", {})
-        metadata = {k: v for k, v in metadata.items() if k in data}
-        return dap_response(request, body={"data": data, "metadata": metadata})
-
-    async def copyToGlobals(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Copy a variable of a stopped frame into the user's globals."""
-        client = self._client
-        dst = argument(request, "dstVariableName", str)
-        src = argument(request, "srcVariableName", str)
-        frame_id = argument(request, "srcFrameId", int)
-        if not (dst.isidentifier() and src.isidentifier()):
-            raise DebugRequestError("dstVariableName and srcVariableName must be identifiers")
-        response = await client.request(
-            {
-                "command": "setExpression",
-                "seq": request.get("seq", 0),
-                "arguments": {
-                    "expression": f"globals()[{dst!r}]",
-                    "value": src,
-                    "frameId": frame_id,
-                },
-            }
-        )
-        return {**response, "command": request["command"]}
-
-    async def modules(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The loaded modules that have Python source, a page at a time."""
-        arguments = request.get("arguments") or {}
-        body = files.modules(arguments.get("startModule"), arguments.get("moduleCount"))
-        return dap_response(request, body=body)
