@@ -247,7 +247,9 @@ class Kernel(KernelSettings, IpykernelAPI):
         from async_kernel.ipython._startup import profile_dir
 
         self.hub = SocketHub(connection, self.session)
-        self.outbox = Outbox(self.session, self.hub.send, routing.current_parent)
+        self.outbox = Outbox(
+            self.session, self.hub.send, routing.current_parent, send_held=self.hub.send_held
+        )
         self.iopub_socket = KernelSocket(Channel.iopub, self.outbox)
         self.stdio = StdIO(
             self.outbox.stream,

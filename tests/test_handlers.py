@@ -52,10 +52,11 @@ class FakeOutbox:
         parent: Job | None = ROUTED,
         metadata: dict[str, Any] | None = None,
         buffers: list[bytes] | None = None,
+        held: bool = False,
     ) -> None:
         self.sent.append(("iopub", msg_type, content, None if parent is ROUTED else parent))
 
-    def status(self, job: Job, state: str) -> None:
+    def status(self, job: Job, state: str, *, held: bool = False) -> None:
         self.publish("status", {"execution_state": state}, parent=job)
 
     def stream(self, name: str, text: str, parent: Job | None) -> None:
@@ -67,6 +68,8 @@ class FakeOutbox:
         msg_type: str,
         content: dict[str, Any],
         metadata: dict[str, Any] | None = None,
+        *,
+        held: bool = False,
     ) -> None:
         self.sent.append(("reply", msg_type, content, job))
 

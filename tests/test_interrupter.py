@@ -224,6 +224,8 @@ def test_held_back_code_is_the_output_path_and_the_loops_between_the_frame_and_t
     assert run_cell(lambda: publish(held)) is True
     assert run_cell(lambda: sleep(held)) is True
     assert run_cell(lambda: held(inspect.currentframe())) is False
+    # The frame that runs the cell, between the cell's steps (an await resumed or suspended).
+    assert run_cell(lambda: held(caller_frame())) is True
     # Output code around the cell (the kernel's own, outside it) does not count.
     assert publish(lambda _: run_cell(lambda: held(inspect.currentframe()))) is False
     # Nor does output code that called back into the user's code, which blocks there.
@@ -245,6 +247,26 @@ def test_an_interrupt_in_the_output_code_is_sent_again_once_the_cell_is_out(
     # Out of the output code, it is raised at once.
     with pytest.raises(KeyboardInterrupt):
         run_cell(lambda: interrupter.on_sigint(signal.SIGINT, inspect.currentframe()))
+
+
+def caller_frame() -> FrameType | None:
+    """The frame that called the caller of this function."""
+    frame = inspect.currentframe()
+    return frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+
+
+def test_an_interrupt_between_an_awaiting_cells_steps_is_sent_again(
+    main_cell: tuple[Interrupter, Running, Resent],
+) -> None:
+    """A SIGINT that finds IPython's `run_code` itself innermost does not raise there.
+
+    That is where the main thread is while it resumes or suspends an awaiting cell; raised
+    there, the interrupt would end the cell with a traceback that has no frame of it.
+    """
+    interrupter, running, sent = main_cell
+    run_cell(lambda: interrupter.on_sigint(signal.SIGINT, caller_frame()))
+    assert running.deferred == 1
+    assert sent.wait_for(1), "the interrupt was not sent again"
 
 
 def test_a_cell_that_never_leaves_the_output_code_is_interrupted_anyway(

@@ -24,16 +24,28 @@ class FakeOutbox:
 
     def __init__(self, *, refuse: int = 0) -> None:
         self.sent: list[tuple[str, Any]] = []
+        self.held: list[tuple[str, bool]] = []
+        """(what was sent, whether it was held for the message that follows)."""
         self.refuse = refuse  # how many replies fail to encode
 
-    def status(self, job: Job, state: str) -> None:
+    def status(self, job: Job, state: str, *, held: bool = False) -> None:
         self.sent.append(("status", state))
+        self.held.append((state, held))
 
-    def reply(self, job: Job, msg_type: str, content: dict[str, Any], metadata: Any = None) -> None:
+    def reply(
+        self,
+        job: Job,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: Any = None,
+        *,
+        held: bool = False,
+    ) -> None:
         if self.refuse:
             self.refuse -= 1
             raise TypeError("str is not valid UTF-8: surrogates not allowed")
         self.sent.append((msg_type, content))
+        self.held.append(("reply", held))
 
 
 class Failing:
@@ -130,3 +142,30 @@ async def test_a_rejected_job_gets_its_error_without_running() -> None:
         ("execute_reply", {"status": "error", **job.reject}),
         ("status", "idle"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "content", "busy_held"),
+    [
+        ("kernel_info_request", {}, True),
+        ("execute_request", {"code": "pass"}, True),  # its execute_input follows at once
+        ("execute_request", {"code": "pass", "silent": True}, False),
+        ("complete_request", {"code": "x", "cursor_pos": 1}, False),  # may take long
+        ("comm_msg", {"comm_id": "c", "data": {}}, False),  # runs the user's handler
+    ],
+)
+async def test_busy_waits_for_the_next_message_only_when_it_follows_at_once(
+    msg_type: str, content: dict[str, Any], busy_held: bool
+) -> None:
+    """A held message goes with the thread's next one; `idle` always goes at once."""
+    outbox = FakeOutbox()
+    runner = JobRunner(outbox, Failing(ValueError("x")))  # type: ignore[arg-type]
+    job = job_of(msg_type, content)
+    if runner.is_sync(job):
+        runner.run_now(job)
+    else:
+        await runner.run(job)
+    expected = [("busy", busy_held), ("idle", False)]
+    if msg_type.endswith("_request"):
+        expected.insert(1, ("reply", True))
+    assert outbox.held == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from signing import KEY
 from async_kernel._enums import Channel
 from async_kernel.wire._connection import ConnectionInfo
 from async_kernel.wire._session import Session
-from async_kernel.wire._sockets import BindError, SocketHub
+from async_kernel.wire._sockets import BindError, IOThread, SocketHub
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -78,6 +79,16 @@ def receive(sock: zmq.Socket[bytes], session: Session) -> Message:
     return session.deserialize(sock.recv_multipart())
 
 
+def introduced(hub: Hub, client: dict[Channel, zmq.Socket[bytes]]) -> Session:
+    """Let the hub answer, and have both clients send it a request (so it knows their ids)."""
+    sender = Session(KEY)
+    hub.release.set()
+    for channel in (Channel.shell, Channel.control):
+        client[channel].send_multipart(sender.serialize("kernel_info_request"))
+        receive(client[channel], sender)
+    return sender
+
+
 def test_control_is_answered_while_the_shell_io_thread_is_stuck(
     hub: Hub, client: dict[Channel, zmq.Socket[bytes]]
 ) -> None:
@@ -99,11 +110,7 @@ def test_control_is_answered_while_the_shell_io_thread_is_stuck(
 def test_stop_sends_what_is_queued_on_every_socket(
     hub: Hub, client: dict[Channel, zmq.Socket[bytes]]
 ) -> None:
-    sender = Session(KEY)
-    hub.release.set()
-    for channel in (Channel.shell, Channel.control):
-        client[channel].send_multipart(sender.serialize("kernel_info_request"))
-        receive(client[channel], sender)
+    sender = introduced(hub, client)
     for channel in (Channel.shell, Channel.control):
         parent, ident = hub.last[channel]
         for i in range(100):
@@ -134,3 +141,44 @@ def test_a_port_in_use_fails_the_start_and_leaves_no_thread() -> None:
         ctx.term()
     alive = {t.name for t in threading.enumerate()}
     assert not alive & {"async_kernel_io", "async_kernel_control_io", "async_kernel_heartbeat"}
+
+
+def woken(thread: IOThread) -> bool:
+    """Whether `thread` has been woken (a byte in its wake-up pipe), clearing the pipe."""
+    try:
+        return bool(os.read(thread._wake_r, 64))  # pyright: ignore[reportPrivateUsage]
+    except BlockingIOError:
+        return False
+
+
+def test_a_held_message_wakes_no_thread_until_the_senders_next_send() -> None:
+    """`send_held` only queues; the same thread's next `send`, on any socket, wakes both."""
+    hub = SocketHub(ConnectionInfo(key=KEY), Session(KEY))  # not started: nothing drains
+    hub.send_held(Channel.control, [b"held"])
+    assert list(hub.control_io._outbox) == [(Channel.control, [b"held"])]  # pyright: ignore[reportPrivateUsage]
+    assert not woken(hub.control_io)
+    other = threading.Thread(target=hub.send, args=(Channel.iopub, [b"other"]))
+    other.start()
+    other.join(TIMEOUT)
+    assert woken(hub.io)
+    assert not woken(hub.control_io)  # another thread's send does not take it along
+    hub.send(Channel.shell, [b"now"])  # (the shell thread's wake-up is still pending)
+    assert woken(hub.control_io)
+    hub.context.term()
+
+
+def test_a_held_message_arrives_with_the_next_one(
+    hub: Hub, client: dict[Channel, zmq.Socket[bytes]]
+) -> None:
+    sender = introduced(hub, client)
+    (control, control_ident), (shell, shell_ident) = (
+        hub.last[Channel.control],
+        hub.last[Channel.shell],
+    )
+    held = sender.serialize("stream", {"i": "held"}, parent=control, idents=control_ident)
+    hub.hub.send_held(Channel.control, held)
+    hub.hub.send(
+        Channel.shell, sender.serialize("stream", {"i": "now"}, parent=shell, idents=shell_ident)
+    )
+    assert receive(client[Channel.control], sender).content == {"i": "held"}
+    assert receive(client[Channel.shell], sender).content == {"i": "now"}

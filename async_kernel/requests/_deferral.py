@@ -48,8 +48,13 @@ def in_held_back_code(frame: FrameType | None, stop_at: CodeType) -> bool:
     Frames are followed outward from `frame` (the innermost) up to the user's code: the cell,
     or code of the user's own (not the standard library's, an installed package's or the
     kernel's) that it called. The frame running `stop_at` (which runs the cell) ends the look
-    too: the loop and the kernel code around the cell do not count.
+    too: the loop and the kernel code around the cell do not count. A thread whose innermost
+    frame is `stop_at`'s is held back: the cell's code is not running at that instant.
     """
+    if frame is not None and frame.f_code is stop_at:
+        # `stop_at` itself, not the cell: it enters or leaves the cell's code (an awaiting cell
+        # is being resumed or suspended). Raised here, the interrupt would miss the cell.
+        return True
     loops = loop_prefixes() + debugger_prefixes()
     while frame is not None and frame.f_code is not stop_at:
         name = frame.f_code.co_filename

@@ -20,6 +20,20 @@ __all__ = ("JobRunner",)
 
 log = logging.getLogger("async_kernel")
 
+_QUICK = frozenset({"kernel_info_request", "comm_info_request", "is_complete_request"})
+"""Requests whose reply follows their `busy` within microseconds."""
+
+
+def _announced_at_once(job: Job) -> bool:
+    """Whether another message follows the `busy` of `job` at once (and takes it along).
+
+    A quick request's reply does, as does the `execute_input` of an execute that is not
+    silent. Any other `busy` is sent at once: the handler (or a cell) may take long.
+    """
+    if job.reject is not None or job.msg_type in _QUICK:
+        return True
+    return job.msg_type == "execute_request" and not job.content.get("silent", False)
+
 
 class JobRunner:
     """Wraps every request: whatever its handler does, the client gets a reply and `idle`.
@@ -85,7 +99,7 @@ class JobRunner:
 
     def _begin(self, job: Job) -> contextvars.Token[Job | None]:
         token = current_job.set(job)
-        self.outbox.status(job, "busy")
+        self.outbox.status(job, "busy", held=_announced_at_once(job))
         return token
 
     @staticmethod
@@ -117,7 +131,7 @@ class JobRunner:
                 reply_type = msg_type.removesuffix("_request") + "_reply"
                 metadata = job.execute.metadata if job.execute is not None else None
                 try:
-                    self.outbox.reply(job, reply_type, content, metadata)
+                    self.outbox.reply(job, reply_type, content, metadata, held=True)
                 except Exception as e:  # the content could not be encoded: say so instead
                     log.exception("could not send the reply to %r", job)
                     failed = error_content(type(e).__name__, f"the reply could not be sent: {e}")

@@ -30,6 +30,8 @@ class Outbox:
         session: Signs and frames the messages.
         send: Queues frames for a channel's socket (the socket thread sends them).
         default_parent: Returns the parent of output published without an explicit one.
+        send_held: Queues frames that go with the calling thread's next `send` (the socket
+            thread is woken once for both); `send` when not given.
     """
 
     def __init__(
@@ -37,9 +39,11 @@ class Outbox:
         session: Session,
         send: Callable[[Channel, list[bytes]], None],
         default_parent: Callable[[], Job | None] = lambda: None,
+        send_held: Callable[[Channel, list[bytes]], None] | None = None,
     ) -> None:
         self.session = session
         self._send = send
+        self._send_held = send_held or send
         self._default_parent = default_parent
         self._topic = f"kernel.{session.session_id}.".encode()
 
@@ -56,8 +60,12 @@ class Outbox:
         parent: Job | None = ROUTED,
         metadata: dict[str, Any] | None = None,
         buffers: list[bytes] | None = None,
+        held: bool = False,
     ) -> None:
-        """Publish an iopub message; its parent defaults to the one output routing finds."""
+        """Publish an iopub message; its parent defaults to the one output routing finds.
+
+        `held`: another message of this thread follows at once and takes this one along.
+        """
         if parent is ROUTED:
             parent = self._default_parent()
         frames = self.session.serialize(
@@ -69,11 +77,17 @@ class Outbox:
             idents=[self._topic + msg_type.encode()],
             header_extra=_subshell_of(parent),
         )
-        self._send(Channel.iopub, frames)
+        (self._send_held if held else self._send)(Channel.iopub, frames)
 
-    def status(self, job: Job, state: str) -> None:
-        """Publish `busy` or `idle` for `job`."""
-        self.publish("status", {"execution_state": state}, parent=job)
+    def status(self, job: Job, state: str, *, held: bool = False) -> None:
+        """Publish `busy` or `idle` for `job`.
+
+        Args:
+            job: The request.
+            state: `busy` or `idle`.
+            held: Another message of this thread follows at once and takes this one along.
+        """
+        self.publish("status", {"execution_state": state}, parent=job, held=held)
 
     def stream(self, name: str, text: str, parent: Job | None) -> None:
         """Publish stream output (`stdout` or `stderr`) for `parent`."""
@@ -85,8 +99,14 @@ class Outbox:
         msg_type: str,
         content: dict[str, Any],
         metadata: dict[str, Any] | None = None,
+        *,
+        held: bool = False,
     ) -> None:
-        """Send a reply to `job` on the socket it came from."""
+        """Send a reply to `job` on the socket it came from.
+
+        `held`: another message of this thread (the request's `idle`) follows at once and
+        takes this one along.
+        """
         frames = self.session.serialize(
             msg_type,
             content,
@@ -95,7 +115,7 @@ class Outbox:
             idents=job.ident,
             header_extra=_subshell_of(job),
         )
-        self._send(job.channel, frames)
+        (self._send_held if held else self._send)(job.channel, frames)
 
     def input_request(self, job: Job, prompt: str, *, password: bool, msg_id: str) -> None:
         """Send an `input_request` with id `msg_id` to the client of `job`."""

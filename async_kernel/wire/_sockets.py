@@ -45,6 +45,19 @@ _RECV_BURST = 64  # messages taken from one socket before the others get a turn
 _SEND_BURST = 256  # messages sent before the sockets are polled for requests again
 
 
+_SNDMORE = int(zmq.SNDMORE)
+_send_frame = zmq.backend.Socket.send
+"""pyzmq's compiled `send`: the Python `send_multipart` around it costs several times more
+(its flag arithmetic on enums and checks of each frame), on every message the kernel sends."""
+
+
+def _send_multipart(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """Send `frames` as one message (what `sock.send_multipart(frames)` does, faster)."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        _send_frame(sock, frame, _SNDMORE if i < last else 0)
+
+
 class BindError(RuntimeError):
     """A socket cannot be bound where the connection info says (a port in use, a foreign ip).
 
@@ -100,6 +113,7 @@ class SocketHub:
             Channel.control: self.control_io,
         }
         self._hb_thread: threading.Thread | None = None
+        self._held = threading.local()  # per sending thread: I/O threads it has not woken
         self.handshakes = (
             HandshakeWatch(self.context, self.drops) if connection.curve is not None else None
         )
@@ -131,8 +145,30 @@ class SocketHub:
                 raise RuntimeError(msg)
 
     def send(self, channel: Channel, frames: list[bytes]) -> None:
-        """Queue `frames` to be sent on `channel`'s socket; callable from any thread."""
+        """Queue `frames` to be sent on `channel`'s socket now; callable from any thread.
+
+        What this thread queued with `send_held` goes with them.
+        """
         self._threads[channel].send(channel, frames)
+        held: set[IOThread] | None = getattr(self._held, "threads", None)
+        if held:
+            for thread in held:
+                thread.wake()
+            held.clear()
+
+    def send_held(self, channel: Channel, frames: list[bytes]) -> None:
+        """Queue `frames` without waking the I/O thread: they go with this thread's next `send`.
+
+        For a message that another one follows at once (a reply its `idle`): one wake-up of
+        the I/O thread instead of two. The I/O thread may send it earlier, never later than
+        that next `send`, and always in order.
+        """
+        thread = self._threads[channel]
+        thread.send(channel, frames, wake=False)
+        held: set[IOThread] | None = getattr(self._held, "threads", None)
+        if held is None:
+            held = self._held.threads = set()
+        held.add(thread)
 
     def stop(self, timeout: float = 5) -> None:
         """Send what is queued, then close the sockets and end the I/O threads."""
@@ -280,9 +316,17 @@ class IOThread:
         hide_from_debugger(self._thread)
         self._thread.start()
 
-    def send(self, channel: Channel, frames: list[bytes]) -> None:
-        """Queue `frames` for `channel`'s socket, one of this thread's; any thread may call it."""
+    def send(self, channel: Channel, frames: list[bytes], *, wake: bool = True) -> None:
+        """Queue `frames` for `channel`'s socket, one of this thread's; any thread may call it.
+
+        With `wake` false the thread is not woken for them (the caller wakes it soon).
+        """
         self._outbox.append((channel, frames))
+        if wake:
+            self.wake()
+
+    def wake(self) -> None:
+        """Have the thread send what is queued (one wake-up however often it is called)."""
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -351,7 +395,7 @@ class IOThread:
             channel, frames = outbox.popleft()
             if frames:  # empty frames are a wake-up
                 try:
-                    socks[channel].send_multipart(frames)
+                    _send_multipart(socks[channel], frames)
                 except zmq.ZMQError as e:
                     log.warning("could not send on %s: %s", channel, e)
             sent += 1
