@@ -10,6 +10,7 @@ that comes while such a handler runs waits until it returns.
 from __future__ import annotations
 
 import _thread
+import abc
 import sys
 import threading
 import time
@@ -71,7 +72,7 @@ class SafePointWork(Protocol):
         ...
 
 
-class InterruptibleSleep:
+class InterruptibleSleep(abc.ABC):
     """The sleeping half of the `Interrupter`: its `sleep` is the kernel's `time.sleep`."""
 
     _lock: threading.Lock
@@ -87,13 +88,13 @@ class InterruptibleSleep:
         self._main_interrupt_pending = False
         self._safe_point_job: Job | None = None
 
+    @abc.abstractmethod
     def request(self, jobs: Iterable[Job] | None = None) -> None:
         """Interrupt `jobs` (all running requests when None), from any thread."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def interrupt_elsewhere(self, running: Running) -> None:
         """Stop a request that is awaiting, or blocking in a thread other than this one."""
-        raise NotImplementedError
 
     def sleep(self, seconds: float, /) -> None:
         """The kernel's `time.sleep`: ends early with `KeyboardInterrupt` when interrupted.
