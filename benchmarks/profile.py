@@ -93,7 +93,8 @@ def profile(handle: KernelHandle, executes: int, rate: int, cfg: Config) -> str:
     pid = handle.pid
     if pid is None:
         raise BenchError("the provisioner reports no pid")
-    spy = shutil.which("py-spy")
+    # The venv's bin directory need not be on PATH: look beside this interpreter first.
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise BenchError("py-spy is not installed: pip install py-spy")
     for _ in range(300):  # warm-up: caches, history, the allocator
