@@ -26,9 +26,14 @@ SETTLE = 1.0
 """Seconds the kernels are left alone before the idle window starts."""
 
 
+TRIM_SETTLE = 1.5
+"""Seconds a kernel is left alone before its RSS is read: longer than async-kernel's
+`MemoryTrim` quiet time (1 s), so memory it has freed and hands back when quiet is not counted."""
+
+
 def _rss_settled(h: KernelHandle, cfg: Config) -> int:
     h.run_code(GC_CELL, cfg.timeout)
-    time.sleep(0.2)
+    time.sleep(TRIM_SETTLE)
     return h.rss()
 
 
