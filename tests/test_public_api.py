@@ -66,7 +66,8 @@ def test_each_public_name_has_one_import_path() -> None:
         assert any(p.startswith("_") for p in module.split(".")), (name, module)
 
 
-def test_version_comes_from_the_package_metadata() -> None:
+def test_version_is_the_one_in_the_package_metadata() -> None:
+    """The literal in `_version.py` is what the build wrote into the installed metadata."""
     from importlib.metadata import version
 
     assert async_kernel.__version__ == version("async-kernel")
