@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from async_kernel.wire._session import DELIMITER
+from async_kernel.wire._frames import DELIMITER
 
 __all__ = ("KEY", "hex_hmac", "signed")
 

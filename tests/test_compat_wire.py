@@ -17,6 +17,7 @@ from signing import KEY
 
 import async_kernel.wire._ipykernel
 from async_kernel._enums import Channel
+from async_kernel.wire._frames import DELIMITER
 from async_kernel.wire._ipykernel import (
     KernelSession,
     KernelSocket,
@@ -27,7 +28,7 @@ from async_kernel.wire._ipykernel import (
 )
 from async_kernel.wire._job import Job
 from async_kernel.wire._outbox import Outbox
-from async_kernel.wire._session import DELIMITER, Message
+from async_kernel.wire._session import Message
 
 TIMEOUT = 10.0
 

@@ -712,6 +712,36 @@ def test_comm_round_trip(talk: Talk) -> None:
     assert info["comms"] == {}
 
 
+VIEW_TARGET = """
+import comm
+
+def _view_target(c, msg):
+    @c.on_msg
+    def _echo(m):
+        kinds = [(type(b).__name__, b.readonly, b.nbytes) for b in m["buffers"]]
+        c.send({"kinds": kinds}, buffers=m["buffers"])
+
+comm.get_comm_manager().register_target("view_target", _view_target)
+"""
+
+
+def test_comm_buffers_arrive_as_read_only_views_and_go_back_whole(talk: Talk) -> None:
+    """As on ipykernel, a handler gets memoryviews; megabytes of them echo back unchanged."""
+    assert talk.run(VIEW_TARGET)[0]["content"]["status"] == "ok"
+    comm_id = uuid.uuid4().hex
+    talk.iopub(talk.send("comm_open", {"comm_id": comm_id, "target_name": "view_target"}))
+    big = bytes(range(256)) * 8192  # 2 MiB: sent and received without a copy
+    msg_id = talk.send("comm_msg", {"comm_id": comm_id, "data": {}}, buffers=[b"small", big])
+    echo = talk.wait_iopub(
+        msg_id, lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+    )
+    assert echo["content"]["data"] == {
+        "kinds": [["memoryview", True, 5], ["memoryview", True, len(big)]]
+    }
+    assert [bytes(b) for b in echo["buffers"]] == [b"small", big]
+    talk.iopub(msg_id)
+
+
 def test_comm_open_for_an_unknown_target(talk: Talk) -> None:
     comm_id = uuid.uuid4().hex
     open_id = talk.send("comm_open", {"comm_id": comm_id, "target_name": "nowhere", "data": {}})

@@ -30,8 +30,8 @@ from async_kernel.wire._connection import (
     read_registration_file,
     read_startup_file,
 )
+from async_kernel.wire._frames import DELIMITER
 from async_kernel.wire._registration import registration_content
-from async_kernel.wire._session import DELIMITER
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -249,10 +249,19 @@ def test_binary_buffers_round_trip(session: Session) -> None:
         buffers=[buffers[0], memoryview(buffers[1]), bytearray(buffers[2])],  # type: ignore[list-item]
     )
     assert frames[-3:] == buffers
-    assert all(type(f) is bytes for f in frames)
+    # bytes and views of bytes are sent as they are; anything writable is copied now.
+    assert type(frames[-2]) is memoryview
+    assert all(type(f) is bytes for f in frames[:-2] + frames[-1:])
     msg = Session(KEY).deserialize(frames)
     assert msg.buffers == buffers
     assert msg.content == {"comm_id": "c", "data": {}}
+
+
+def test_a_writable_buffer_is_sent_as_it_was_when_handed_over(session: Session) -> None:
+    data = bytearray(b"before")
+    frames = session.serialize("comm_msg", {"comm_id": "c"}, buffers=[data, memoryview(data)])
+    data[:] = b"after!"
+    assert frames[-2:] == [b"before", b"before"]
 
 
 def test_buffers_are_not_signed(session: Session) -> None:

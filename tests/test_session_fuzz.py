@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from async_kernel.wire._session import DELIMITER, MessageError, Session
+from async_kernel.wire._frames import DELIMITER
+from async_kernel.wire._session import MessageError, Session
 
 KEY = b"fuzz-key"
 FUZZ = settings(

@@ -9,7 +9,8 @@ import orjson
 import pytest
 from signing import KEY, signed
 
-from async_kernel.wire._session import DELIMITER, MessageError, Session
+from async_kernel.wire._frames import DELIMITER
+from async_kernel.wire._session import MessageError, Session
 
 
 @pytest.fixture

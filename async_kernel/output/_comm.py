@@ -23,7 +23,7 @@ from comm.base_comm import BaseComm, CommManager
 from async_kernel.wire._job import current_job
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Generator, Sequence
 
     from async_kernel.wire._outbox import Outbox
 
@@ -113,7 +113,7 @@ class Comm(BaseComm):
         msg_type: str,
         data: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
-        buffers: list[bytes] | None = None,
+        buffers: Sequence[object] | None = None,
         **keys: Any,
     ) -> None:
         """Publish a `comm_open`, `comm_msg` or `comm_close` for this comm."""

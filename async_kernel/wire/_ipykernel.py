@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from async_kernel._enums import Channel
+from async_kernel.wire._frames import Frame, frame_of
 from async_kernel.wire._job import Job
 from async_kernel.wire._json import dumps
 from async_kernel.wire._session import Message, Session
@@ -133,12 +134,12 @@ def _idents(ident: bytes | str | Sequence[bytes | str] | None) -> list[bytes]:
     return [i.encode() if isinstance(i, str) else bytes(i) for i in items]
 
 
-def _as_bytes(buffers: Sequence[Any]) -> list[bytes]:
+def _as_frames(buffers: Sequence[Any]) -> list[Frame]:
     """The buffers as frames; each must support the buffer protocol, as zmq requires."""
-    frames: list[bytes] = []
+    frames: Sequence[Frame] = []
     for buffer in buffers:
         try:
-            frames.append(bytes(memoryview(buffer)))
+            frames.append(frame_of(buffer))
         except TypeError as e:
             kind = type(buffer).__name__
             msg = f"buffers must support the buffer protocol (bytes, memoryview, ...), not {kind}"
@@ -164,14 +165,14 @@ class KernelSocket:
         self._outbox = outbox
 
     def send_message(
-        self, msg: Mapping[str, Any], idents: list[bytes], buffers: list[bytes]
+        self, msg: Mapping[str, Any], idents: list[bytes], buffers: list[Frame]
     ) -> None:
         """Queue a message given as a dict (header, parent_header, metadata, content)."""
         self._outbox.send_message(self.channel, msg, idents=idents, buffers=buffers)
 
     def send_multipart(self, msg_parts: Sequence[Any], *args: Any, **kwargs: Any) -> None:
         """Queue frames that are already signed and framed (zmq's flags and options are ignored)."""
-        self._outbox.send_frames(self.channel, _as_bytes(msg_parts))
+        self._outbox.send_frames(self.channel, _as_frames(msg_parts))
 
     def __repr__(self) -> str:
         return f"<KernelSocket {self.channel.value}>"
@@ -268,7 +269,7 @@ class KernelSession(Session):
         if os.getpid() != self.pid:
             log.warning("not sending a message from a forked process: %s", msg.get("msg_type"))
             return None
-        frames = _as_bytes(buffers or [])
+        frames = _as_frames(buffers or [])
         idents = _idents(ident)
         if isinstance(stream, KernelSocket):
             stream.send_message(msg, idents, frames)

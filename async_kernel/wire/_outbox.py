@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from async_kernel._enums import Channel
+from async_kernel.wire._frames import frame_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
+    from async_kernel.wire._frames import Frame
     from async_kernel.wire._job import Job
     from async_kernel.wire._session import Session
 
@@ -37,9 +39,9 @@ class Outbox:
     def __init__(
         self,
         session: Session,
-        send: Callable[[Channel, list[bytes]], None],
+        send: Callable[[Channel, Sequence[Frame]], None],
         default_parent: Callable[[], Job | None] = lambda: None,
-        send_held: Callable[[Channel, list[bytes]], None] | None = None,
+        send_held: Callable[[Channel, Sequence[Frame]], None] | None = None,
     ) -> None:
         self.session = session
         self._send = send
@@ -59,7 +61,7 @@ class Outbox:
         *,
         parent: Job | None = ROUTED,
         metadata: dict[str, Any] | None = None,
-        buffers: list[bytes] | None = None,
+        buffers: Sequence[object] | None = None,
         held: bool = False,
     ) -> None:
         """Publish an iopub message; its parent defaults to the one output routing finds.
@@ -135,7 +137,7 @@ class Outbox:
         msg: Mapping[str, Any],
         *,
         idents: list[bytes] | None = None,
-        buffers: list[bytes] | None = None,
+        buffers: Sequence[object] | None = None,
     ) -> None:
         """Sign, frame and queue a message built elsewhere, given as jupyter_client's dict.
 
@@ -146,9 +148,9 @@ class Outbox:
         parts = {k: msg.get(k) or {} for k in ("header", "parent_header", "metadata", "content")}
         if not idents and channel is Channel.iopub:
             idents = [self._topic + str(parts["header"].get("msg_type", "")).encode()]
-        self._send(channel, [*self.session.encode(parts, idents), *(buffers or ())])
+        self._send(channel, [*self.session.encode(parts, idents), *map(frame_of, buffers or ())])
 
-    def send_frames(self, channel: Channel, frames: list[bytes]) -> None:
+    def send_frames(self, channel: Channel, frames: Sequence[Frame]) -> None:
         """Queue frames that are already signed and framed (ipykernel's raw socket API)."""
         self._send(channel, frames)
 

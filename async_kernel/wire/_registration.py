@@ -23,7 +23,8 @@ import orjson
 import zmq
 
 from async_kernel._enums import Channel
-from async_kernel.wire._session import DELIMITER, Session
+from async_kernel.wire._frames import DELIMITER
+from async_kernel.wire._session import Session
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -19,14 +19,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from async_kernel.wire._frames import DELIMITER, Frame, frame_of
 from async_kernel.wire._json import decode_object, dumps, json_kind
 from async_kernel.wire._replay import ReplayGuard
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 __all__ = (
-    "DELIMITER",
     "PROTOCOL_VERSION",
     "DropKind",
     "Message",
@@ -36,7 +36,6 @@ __all__ = (
     "utcnow_iso",
 )
 
-DELIMITER = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.5"
 _EMPTY = b"{}"
 
@@ -106,8 +105,8 @@ class Message:
     """Free-form metadata."""
     content: dict[str, Any]
     """The message type's content."""
-    buffers: list[bytes] = field(default_factory=list[bytes])
-    """Binary buffers that follow the content frame."""
+    buffers: list[Frame] = field(default_factory=list[Frame])
+    """Binary buffers that follow the content frame (received ones are read-only views)."""
     idents: list[bytes] = field(default_factory=list[bytes])
     """The routing identities of the sender (ROUTER sockets)."""
     raw_header: bytes = b""
@@ -209,9 +208,9 @@ class Session:
         parent: Message | None = None,
         metadata: dict[str, Any] | None = None,
         idents: list[bytes] | None = None,
-        buffers: list[bytes] | None = None,
+        buffers: Sequence[object] | None = None,
         header_extra: dict[str, Any] | None = None,
-    ) -> list[bytes]:
+    ) -> list[Frame]:
         """Build, sign and frame a message, ready for `send_multipart`.
 
         Args:
@@ -231,12 +230,12 @@ class Session:
         meta = dumps(metadata) if metadata else _EMPTY
         body = dumps(content) if content else _EMPTY
         parts = [header, parent_frame, meta, body]
-        frames = [*(idents or ()), DELIMITER, self.sign(parts), *parts]
+        frames: list[Frame] = [*(idents or ()), DELIMITER, self.sign(parts), *parts]
         if buffers:
-            frames.extend(bytes(b) for b in buffers)
+            frames.extend(frame_of(b) for b in buffers)
         return frames
 
-    def deserialize(self, frames: list[bytes]) -> Message:
+    def deserialize(self, frames: Sequence[Frame]) -> Message:
         """Verify and decode the frames of one message.
 
         The signature is checked before anything is decoded. A correctly signed message whose
@@ -256,7 +255,7 @@ class Session:
         if len(rest) < 5:
             msg = f"truncated message: {len(rest)} frames after the delimiter, 5 needed"
             raise MessageError(msg, kind="framing")
-        signature, header, parent, metadata, content = rest[:5]
+        signature, header, parent, metadata, content = _envelope(rest[:5])
         if self._hmac is not None:
             if not signature:
                 raise MessageError("unsigned message", kind="unsigned")
@@ -289,7 +288,7 @@ class Session:
             metadata=metadata_obj,
             content=content_obj,
             buffers=list(rest[5:]),
-            idents=list(frames[:split]),
+            idents=_envelope(frames[:split]),
             raw_header=header,
             problem="; ".join(problems) if problems else None,
         )
@@ -305,6 +304,14 @@ class Session:
             dumps(msg.get("content", {})),
         ]
         return [*(idents or ()), DELIMITER, self.sign(parts), *parts, *msg.get("buffers", ())]
+
+
+def _envelope(frames: Sequence[Frame]) -> list[bytes]:
+    """Frames that are decoded or quoted as they are (identities, signature, JSON) as `bytes`.
+
+    They are `bytes` already when the socket received them (only buffers come as views).
+    """
+    return [f if type(f) is bytes else bytes(f) for f in frames]
 
 
 def _header_problem(header: dict[str, Any]) -> str | None:

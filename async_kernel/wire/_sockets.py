@@ -27,13 +27,15 @@ import zmq
 from async_kernel._enums import Channel
 from async_kernel._threads import hide_from_debugger
 from async_kernel.wire._curve import HandshakeWatch, serve_encrypted
+from async_kernel.wire._frames import recv_message, send_message
 from async_kernel.wire._ratelog import RateLimitedLog
 from async_kernel.wire._session import MessageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from async_kernel.wire._connection import ConnectionInfo
+    from async_kernel.wire._frames import Frame
     from async_kernel.wire._session import Message, Session
 
 __all__ = ("BindError", "IOThread", "SocketHub")
@@ -43,19 +45,6 @@ log = logging.getLogger("async_kernel")
 _ROUTERS = (Channel.shell, Channel.control, Channel.stdin)
 _RECV_BURST = 64  # messages taken from one socket before the others get a turn
 _SEND_BURST = 256  # messages sent before the sockets are polled for requests again
-
-
-_SNDMORE = int(zmq.SNDMORE)
-_send_frame = zmq.backend.Socket.send
-"""pyzmq's compiled `send`: the Python `send_multipart` around it costs several times more
-(its flag arithmetic on enums and checks of each frame), on every message the kernel sends."""
-
-
-def _send_multipart(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
-    """Send `frames` as one message (what `sock.send_multipart(frames)` does, faster)."""
-    last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        _send_frame(sock, frame, _SNDMORE if i < last else 0)
 
 
 class BindError(RuntimeError):
@@ -144,7 +133,7 @@ class SocketHub:
                 msg = f"the I/O thread {thread.name} did not start in time"
                 raise RuntimeError(msg)
 
-    def send(self, channel: Channel, frames: list[bytes]) -> None:
+    def send(self, channel: Channel, frames: Sequence[Frame]) -> None:
         """Queue `frames` to be sent on `channel`'s socket now; callable from any thread.
 
         What this thread queued with `send_held` goes with them.
@@ -156,7 +145,7 @@ class SocketHub:
                 thread.wake()
             held.clear()
 
-    def send_held(self, channel: Channel, frames: list[bytes]) -> None:
+    def send_held(self, channel: Channel, frames: Sequence[Frame]) -> None:
         """Queue `frames` without waking the I/O thread: they go with this thread's next `send`.
 
         For a message that another one follows at once (a reply its `idle`): one wake-up of
@@ -264,7 +253,7 @@ class SocketHub:
         assert deliver is not None
         for _ in range(_RECV_BURST):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_message(sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
             if channel is Channel.iopub:
@@ -280,10 +269,11 @@ class SocketHub:
             except Exception:
                 log.exception("could not dispatch %s on %s", msg.msg_type, channel)
 
-    def _subscription(self, frames: list[bytes]) -> None:
-        if not frames or not frames[0] or frames[0][0] != 1:
+    def _subscription(self, frames: Sequence[Frame]) -> None:
+        first = bytes(frames[0]) if frames else b""
+        if not first or first[0] != 1:
             return  # an unsubscription or noise
-        topic = frames[0][1:].decode(errors="replace")
+        topic = first[1:].decode(errors="replace")
         welcome = self.session.serialize("iopub_welcome", {"subscription": topic})
         self.io.send(Channel.iopub, welcome)
 
@@ -299,7 +289,7 @@ class IOThread:
     def __init__(self, name: str, hub: SocketHub) -> None:
         self.name = name
         self._hub = hub
-        self._outbox: collections.deque[tuple[Channel, list[bytes]]] = collections.deque()
+        self._outbox: collections.deque[tuple[Channel, Sequence[Frame]]] = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._wake_pending = False
@@ -316,7 +306,7 @@ class IOThread:
         hide_from_debugger(self._thread)
         self._thread.start()
 
-    def send(self, channel: Channel, frames: list[bytes], *, wake: bool = True) -> None:
+    def send(self, channel: Channel, frames: Sequence[Frame], *, wake: bool = True) -> None:
         """Queue `frames` for `channel`'s socket, one of this thread's; any thread may call it.
 
         With `wake` false the thread is not woken for them (the caller wakes it soon).
@@ -395,7 +385,7 @@ class IOThread:
             channel, frames = outbox.popleft()
             if frames:  # empty frames are a wake-up
                 try:
-                    _send_multipart(socks[channel], frames)
+                    send_message(socks[channel], frames)
                 except zmq.ZMQError as e:
                     log.warning("could not send on %s: %s", channel, e)
             sent += 1
