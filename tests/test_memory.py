@@ -4,7 +4,7 @@ The heap is compared between two snapshots taken `MEASURED` executes apart, afte
 executes since tracing started: objects that existed before tracing started and are replaced
 over time (free lists, caches) are traced anew during that first stretch, which looks like
 growth but is not. What the replay guard keeps (the signatures of the messages,
-allocated where zmq receives them, and its bucket lists) is left out: it grows until its
+allocated where `wire._frames` receives them, and its bucket lists) is left out: it grows until its
 window is full and is tested on its own in `test_replay.py`.
 """
 
@@ -41,7 +41,7 @@ REPORT = code("""
     tracemalloc.stop()
     _memory_keep = [
         tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "*/zmq/sugar/socket.py"),
+        tracemalloc.Filter(False, "*/async_kernel/wire/_frames.py"),
         tracemalloc.Filter(False, "*/async_kernel/wire/_replay.py"),
     ]
     _memory_before, _memory_after = (s.filter_traces(_memory_keep) for s in _memory_snapshots)
