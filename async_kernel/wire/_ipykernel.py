@@ -136,7 +136,7 @@ def _idents(ident: bytes | str | Sequence[bytes | str] | None) -> list[bytes]:
 
 def _as_frames(buffers: Sequence[Any]) -> list[Frame]:
     """The buffers as frames; each must support the buffer protocol, as zmq requires."""
-    frames: Sequence[Frame] = []
+    frames: list[Frame] = []
     for buffer in buffers:
         try:
             frames.append(frame_of(buffer))
