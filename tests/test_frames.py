@@ -52,7 +52,7 @@ def test_a_message_with_buffers_arrives_whole(
     assert [bytes(v) for v in msg.buffers] == [b"small", big, b""]
 
 
-def test_identities_that_look_like_nothing_special_are_bytes(
+def test_a_message_without_a_delimiter_comes_as_bytes(
     pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
 ) -> None:
     """A message without a delimiter (noise, a subscription) comes as bytes, frame by frame."""
