@@ -7,6 +7,12 @@ Most requests are passed on; the kernel answers itself what only it knows: cell 
 `richInspectVariables`, `variables` while nothing is stopped, `copyToGlobals`) and `modules`.
 Every request gets a DAP response: a failure says what went wrong (`success: false` and a
 `message`), never an exception that leaves the client waiting.
+
+The kernel keeps one idle connection to the adapter (the anchor) for as long as it lives. On
+each new connection the adapter writes to the client of its oldest session; were that a
+session just disconnected (its connection closed, not yet forgotten), the write would fail in
+the adapter's accepting thread, which would end: no connection would be taken again (debugpy
+1.8.22, `adapter/sessions.py` `report_sockets`). The anchor is always the oldest session.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from async_kernel._threads import hide_from_debugger
 from async_kernel.requests import _debugfiles as files
-from async_kernel.requests._dap import DebugRequestError, argument, dap_response, error_response
+from async_kernel.requests._dap import (
+    DapClient,
+    DebugRequestError,
+    argument,
+    dap_response,
+    error_response,
+)
 from async_kernel.requests._debuginspect import InspectionRequests
 from async_kernel.requests._variables import VariableExplorer
 
@@ -30,7 +42,6 @@ if TYPE_CHECKING:
     import anyio
 
     from async_kernel.ipython._shell import AsyncInteractiveShell
-    from async_kernel.requests._dap import DapClient
     from async_kernel.requests._debugfiles import CellFiles
     from async_kernel.requests._debugstate import DebugState
     from async_kernel.wire._job import Job
@@ -64,8 +75,8 @@ _FORWARDED = frozenset(
 """DAP requests that debugpy answers as they are (once the debugger is attached)."""
 
 
-_INITIALIZE_WAIT = 10.0
-"""Seconds `initialize` waits for debugpy's adapter before it tries a new connection."""
+_INITIALIZE_WAIT = 20.0
+"""Seconds `initialize` waits for debugpy's adapter (it answers at once when it is well)."""
 
 _RESUMING = frozenset({"continue", "next", "stepIn", "stepOut"})
 """Forwarded requests that resume a stopped thread (or all of them)."""
@@ -102,6 +113,7 @@ class Debugger(InspectionRequests):
         self._state: DebugState | None = None
         self.explorer = VariableExplorer()
         self._endpoint: tuple[str, int] | None = None
+        self._anchor: DapClient | None = None
         self._starting: anyio.Lock | None = None
         self._parent: Job | None = None
         self.on_stopped: Callable[[], None] = lambda: None
@@ -206,16 +218,12 @@ class Debugger(InspectionRequests):
                 raise DebugRequestError("the connection to debugpy closed while it was made")
             with anyio.move_on_after(_INITIALIZE_WAIT):
                 return await client.request(request)
-            # Unanswered: the adapter may still be ending the previous session. Once more, on
-            # a new connection.
-            log.warning(
-                "debugpy did not answer 'initialize' within %s s: retrying", _INITIALIZE_WAIT
-            )
             self.state.detach(self.shell)
-            self.state.connect(host, port)
-            client = self.state.client
-            assert client is not None
-        return await client.request(request)
+        msg = (
+            f"debugpy's adapter did not answer 'initialize' within {_INITIALIZE_WAIT:g} s "
+            "(it may have failed): restart the kernel to debug again"
+        )
+        raise DebugRequestError(msg)
 
     def _listen(self) -> tuple[str, int]:
         """Start debugpy in this process; return where its adapter takes clients."""
@@ -234,6 +242,10 @@ class Debugger(InspectionRequests):
             # debugpy installs a `breakpoint()` hook of its own; until a client attaches,
             # `breakpoint()` stays what it was (pdb, as in IPython).
             sys.breakpointhook = hook
+        # The first session of the adapter, before any frontend's (see the module's text).
+        anchor = DapClient(lambda _event: None)
+        anchor.connect(str(host), int(port))
+        self._anchor = anchor
         return str(host), int(port)
 
     async def attach(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +298,8 @@ class Debugger(InspectionRequests):
         """Detach at shutdown (nothing is sent: the kernel is going away)."""
         if self._state is not None:
             self._state.detach(self.shell)
+        if self._anchor is not None:
+            self._anchor.close()
 
     # --- cells and sources -----------------------------------------------------------------
 

@@ -287,6 +287,27 @@ def test_disconnect_and_attach_again(dbg: DebugClient, driver: Driver) -> None:
     assert driver.run(CELL) == "result 5\n"
 
 
+def test_no_frontend_session_is_the_adapters_oldest(dbg: DebugClient, driver: Driver) -> None:
+    """The kernel's anchor is debugpy's oldest session: the adapter writes to it, not to us.
+
+    The adapter sends `debugpySockets` to the client of its oldest session whenever a client
+    connects; a just-disconnected oldest session made that write fail and the adapter stop
+    taking connections. With the anchor, no frontend ever gets that event.
+    """
+    mark = dbg.mark()
+    for _ in range(3):
+        dbg.attach()
+        dbg.disconnect()
+    dbg.attach()
+    try:
+        assert driver.run(CELL) == "result 5\n"
+        dbg.mark()
+        assert dbg.events("debugpySockets", mark) == []
+        assert len(dbg.events("initialized", mark)) == 4
+    finally:
+        dbg.disconnect()
+
+
 def test_without_debugpy_the_kernel_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """No debugpy: kernel_info says `debugger: false`, a debug_request fails with the fix."""
     import importlib.util
