@@ -47,7 +47,13 @@ class _State:
     policy: ThreadParentPolicy = ThreadParentPolicy.latest
 
 
-_local = threading.local()
+class _Local(threading.local):
+    # A class default, so that reading it in a thread that never set it raises nothing
+    # (a missing attribute costs an exception inside `getattr`, on every write of such a thread).
+    parent: Job | None = None
+
+
+_local = _Local()
 _starter_key = "_async_kernel_parent"
 
 
@@ -63,7 +69,7 @@ def current_parent() -> Job | None:
     job = current_job.get()
     if job is not None:
         return job
-    bound: Job | None = getattr(_local, "parent", None)
+    bound = _local.parent
     if bound is not None:
         return bound
     if _State.policy is ThreadParentPolicy.starter:
@@ -79,7 +85,7 @@ def set_thread_parent(parent: Job | None) -> _Token:
     Returns:
         A token for `reset_thread_parent`.
     """
-    token = _Token(getattr(_local, "parent", None))
+    token = _Token(_local.parent)
     _local.parent = parent
     return token
 
