@@ -19,7 +19,7 @@ from kernels import BenchError, KernelHandle
 from measures import Config, interleave, sample_during_cell
 from report import Row
 
-__all__ = ("TARGET", "comm_echo")
+__all__ = ("TARGET", "Echo", "comm_echo")
 
 TARGET = "bench_echo"
 SETUP = f"""
@@ -38,7 +38,7 @@ SETTLE = 0.1
 """Wait after `execute_input` so that the cell is really sleeping when the first echo goes out."""
 
 
-class _Echo:
+class Echo:
     """An open echo comm on one kernel, plus the subshell used while the main shell blocks."""
 
     def __init__(self, h: KernelHandle, cfg: Config) -> None:
@@ -116,12 +116,12 @@ def comm_echo(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
             for row in rows:
                 row.cell(key).value = "n/a"
     measured = {k: h for k, h in handles.items() if not h.kdef.protocol_only}
-    echoes: dict[str, _Echo] = {}
+    echoes: dict[str, Echo] = {}
     timeouts: dict[tuple[str, str], int] = {}
     errors: dict[str, str] = {}
 
     def open_echo(h: KernelHandle) -> None:
-        echoes[h.kdef.key] = _Echo(h, cfg)
+        echoes[h.kdef.key] = Echo(h, cfg)
         if echoes[h.kdef.key].subshell_id is None:
             sub.cell(h.kdef.key).value = "n/a (no subshells)"
 

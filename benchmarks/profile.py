@@ -3,15 +3,19 @@
 Usage:
     python benchmarks/profile.py                  # async-kernel, 3,000 executes of "pass"
     python benchmarks/profile.py --kernel floor --executes 5000
+    python benchmarks/profile.py --workload comm_echo
 
-The kernel runs the benchmark's sequential workload (`execute_request "pass"` until reply and
-idle, as the `execute` row does). Each thread's CPU comes from `/proc/<pid>/task/*/schedstat`
+The kernel runs one of the benchmark's sequential workloads, one request at a time: `pass`
+(`execute_request "pass"` until reply and idle, as the `execute` row does), `kernel_info` (on
+shell, until reply and idle), `comm_echo` (a `comm_msg` until its echo, as the idle comm echo
+row) or `print` (a cell of 1,000 `print(i)`, as the stdout row's cell in small). Each thread's
+CPU comes from `/proc/<pid>/task/*/schedstat`
 over the measured executes; where it goes comes from py-spy (`pip install py-spy`, in the
 `bench` extra) sampling the same executes: only samples of a thread holding the GIL, so Python
 code. Each Python frame is put in one of the `CATEGORIES` (the innermost match wins); a
 thread's CPU that no Python frame accounts for is time in system calls and libraries run
 without the GIL (libzmq, `poll`, `write`), shown as "outside Python". Prints a markdown table
-of microseconds per execute.
+of microseconds per request (per cell of 1,000 prints for `print`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from echo import Echo
 from kernels import BenchError, KernelHandle, kernel_defs, write_kernelspecs
 from measures import PASS, Config
 
-__all__ = ("CATEGORIES", "main")
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ("CATEGORIES", "WORKLOADS", "main")
+
+WORKLOADS = ("pass", "kernel_info", "comm_echo", "print")
+"""What `--workload` can repeat; see the module's text."""
+
+PRINT_CELL = {
+    "code": "for _i in range(1000):\n    print(_i)\n",
+    "silent": False,
+    "store_history": False,
+}
 
 CATEGORIES: tuple[tuple[str, str], ...] = (
     # (label, regular expression on "function (file)"); the innermost frame that matches wins.
@@ -88,8 +106,22 @@ def _samples(path: Path) -> dict[str, tuple[str, collections.Counter[str]]]:
     return threads
 
 
-def profile(handle: KernelHandle, executes: int, rate: int, cfg: Config) -> str:
-    """Run `executes` sequential executes under py-spy; return the markdown table."""
+def workload(handle: KernelHandle, name: str, cfg: Config) -> Callable[[], object]:
+    """One request of the workload `name` on `handle`, waited for (set up first if need be)."""
+    if name == "pass":
+        return lambda: handle.request("shell", "execute_request", PASS, timeout=cfg.timeout)
+    if name == "kernel_info":
+        return lambda: handle.request("shell", "kernel_info_request", timeout=cfg.timeout)
+    if name == "comm_echo":
+        echo = Echo(handle, cfg)
+        return lambda: echo.round_trip(cfg.timeout)
+    if name == "print":
+        return lambda: handle.request("shell", "execute_request", PRINT_CELL, timeout=cfg.timeout)
+    raise BenchError(f"no workload {name!r}: one of {', '.join(WORKLOADS)}")
+
+
+def profile(handle: KernelHandle, executes: int, rate: int, cfg: Config, name: str = "pass") -> str:
+    """Run `executes` requests of the workload `name` under py-spy; return the markdown table."""
     pid = handle.pid
     if pid is None:
         raise BenchError("the provisioner reports no pid")
@@ -97,8 +129,9 @@ def profile(handle: KernelHandle, executes: int, rate: int, cfg: Config) -> str:
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise BenchError("py-spy is not installed: pip install py-spy")
+    step = workload(handle, name, cfg)
     for _ in range(300):  # warm-up: caches, history, the allocator
-        handle.request("shell", "execute_request", PASS, timeout=cfg.timeout)
+        step()
     out = Path(tempfile.mkdtemp(prefix="async-kernel-profile-")) / "samples.txt"
     argv = [spy, "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "--threads"]
     argv += ["--gil", "--nonblocking", "-o", str(out)]
@@ -107,7 +140,7 @@ def profile(handle: KernelHandle, executes: int, rate: int, cfg: Config) -> str:
     before = _thread_cpu(pid)
     started = time.perf_counter()
     for _ in range(executes):
-        handle.request("shell", "execute_request", PASS, timeout=cfg.timeout)
+        step()
     wall = time.perf_counter() - started
     after = _thread_cpu(pid)
     recorder.send_signal(2)  # py-spy writes its samples on SIGINT
@@ -116,10 +149,10 @@ def profile(handle: KernelHandle, executes: int, rate: int, cfg: Config) -> str:
         raise BenchError(f"py-spy wrote no samples: {err.decode(errors='replace')[-300:]}")
     threads = _samples(out)
     lines = [
-        f"{executes} sequential executes of `pass` at {executes / wall:,.0f}/s; py-spy at "
-        f"{rate} Hz on the GIL holder; microseconds of CPU per execute",
+        f"{executes} sequential requests of the `{name}` workload at {executes / wall:,.0f}/s; "
+        f"py-spy at {rate} Hz on the GIL holder; microseconds of CPU per request",
         "",
-        "| thread | where | µs per execute |",
+        "| thread | where | µs per request |",
         "|---|---|---|",
     ]
     total = 0.0
@@ -153,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default="async", choices=list(defs))
     parser.add_argument("--executes", type=int, default=3000)
     parser.add_argument("--rate", type=int, default=997, help="py-spy samples per second")
+    parser.add_argument("--workload", default="pass", choices=WORKLOADS)
     args = parser.parse_args(argv)
     cfg = Config.make(quick=False)
     with tempfile.TemporaryDirectory(prefix="async-kernel-profile-") as tmp:
@@ -165,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         handle = KernelHandle(defs[args.kernel], root / "logs")
         try:
             handle.start(cfg.start_timeout)
-            print(profile(handle, args.executes, args.rate, cfg))
+            print(profile(handle, args.executes, args.rate, cfg, args.workload))
         finally:
             handle.close()
     return 0
