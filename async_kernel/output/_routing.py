@@ -47,13 +47,7 @@ class _State:
     policy: ThreadParentPolicy = ThreadParentPolicy.latest
 
 
-class _Local(threading.local):
-    # A class default, so that reading it in a thread that never set it raises nothing
-    # (a missing attribute costs an exception inside `getattr`, on every write of such a thread).
-    parent: Job | None = None
-
-
-_local = _Local()
+_local = threading.local()
 _starter_key = "_async_kernel_parent"
 
 
@@ -69,7 +63,7 @@ def current_parent() -> Job | None:
     job = current_job.get()
     if job is not None:
         return job
-    bound = _local.parent
+    bound: Job | None = getattr(_local, "parent", None)
     if bound is not None:
         return bound
     if _State.policy is ThreadParentPolicy.starter:
@@ -85,7 +79,7 @@ def set_thread_parent(parent: Job | None) -> _Token:
     Returns:
         A token for `reset_thread_parent`.
     """
-    token = _Token(_local.parent)
+    token = _Token(getattr(_local, "parent", None))
     _local.parent = parent
     return token
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Literal
 
 from async_kernel._threads import hide_from_debugger
 from async_kernel.output._routing import current_parent, output_to
-from async_kernel.wire._job import current_job
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ("FDCapture", "OutStream")
 
 logger = logging.getLogger("async_kernel")
-_current_job_get = current_job.get
 
 if sys.platform != "win32":
     import fcntl
@@ -179,14 +177,16 @@ class OutStream(io.TextIOBase):
             TypeError: If `s` is not a str.
             ValueError: If the stream is closed.
         """
-        if s.__class__ is not str or self._closed:
-            self._check_writable(s)
+        if not isinstance(s, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            msg = f"write() argument must be str, not {type(s).__name__}"
+            raise TypeError(msg)
+        if self._closed:
+            msg = f"I/O operation on closed stream {self.name}"
+            raise ValueError(msg)
         n = len(s)
         if not n:
             return 0
-        # The hot path of every `print`: the context's request, without a call, when there is one.
-        parent = _current_job_get()
-        self._buffer.append((parent if parent is not None else current_parent(), s))
+        self._buffer.append((current_parent(), s))
         self._size += n
         if not self._armed:
             self._armed = True
@@ -194,14 +194,6 @@ class OutStream(io.TextIOBase):
         if self._size > self._max_buffer:
             self.flush()
         return n
-
-    def _check_writable(self, s: object) -> None:
-        if not isinstance(s, str):
-            msg = f"write() argument must be str, not {type(s).__name__}"
-            raise TypeError(msg)
-        if self._closed:
-            msg = f"I/O operation on closed stream {self.name}"
-            raise ValueError(msg)
 
     def flush(self) -> None:
         """Publish everything buffered now, in this thread, before returning.
