@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 __all__ = ("KINDS", "main", "measure")
@@ -54,8 +55,15 @@ def measure(code: str, env: dict[str, str]) -> tuple[float, float]:
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    killer = threading.Timer(30, proc.kill)  # a process that never reports ends the wait
+    killer.start()
+    try:
+        line = proc.stdout.readline()
+    finally:
+        killer.cancel()
     elapsed = time.perf_counter() - t0
+    if not line:
+        raise RuntimeError(f"the process reported nothing within 30 s: {code!r}")
     proc.wait(30)
     return elapsed, int(line) / 1024
 

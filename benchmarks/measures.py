@@ -33,6 +33,7 @@ __all__ = (
     "kernel_info",
     "mark_na",
     "memory",
+    "print_code",
     "set_errors",
     "startup",
     "stdout",
@@ -382,10 +383,15 @@ def _check_lines(text: str, n: int) -> str:
     return "yes" if len(lines) == n else f"NO: {len(lines):,} of {n:,} lines"
 
 
+def print_code(n: int) -> str:
+    """The printing cell of the stdout row: `n` short lines, `print(i)` for i in 0 .. n-1."""
+    return f"for _i in range({n}):\n    print(_i)\n"
+
+
 def stdout(handles: dict[str, KernelHandle], cfg: Config) -> list[Row]:
     """One cell printing `stdout_lines` short lines: time, messages, bytes and completeness."""
     n = cfg.stdout_lines
-    code = f"for _i in range({n}):\n    print(_i)\n"
+    code = print_code(n)
     elapsed = Row("stdout_time", f"stdout {n:,} lines: send → idle", "s")
     messages = Row("stdout_msgs", "stdout: stream messages", digits=0)
     volume = Row("stdout_bytes", "stdout: bytes on iopub", "MiB", scale=1 / 2**20)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from echo import Echo
 from kernels import BenchError, KernelHandle, kernel_defs, write_kernelspecs
-from measures import PASS, Config
+from measures import PASS, Config, print_code
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,7 +45,7 @@ WORKLOADS = ("pass", "kernel_info", "comm_echo", "print")
 """What `--workload` can repeat; see the module's text."""
 
 PRINT_CELL = {
-    "code": "for _i in range(1000):\n    print(_i)\n",
+    "code": print_code(1000),
     "silent": False,
     "store_history": False,
 }
