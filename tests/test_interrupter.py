@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import signal
@@ -170,6 +171,12 @@ _LOOP = defined_in(
     "import sys\ndef sleep(then):\n    return then(sys._getframe())\n",
 )
 
+_LIBRARY = defined_in(
+    os.path.join(os.path.dirname(inspect.__file__), "library.py"),
+    "import sys\ndef evaluate(then):\n    return then(sys._getframe())\n",
+)
+"""A function that lives in the standard library (as IPython's own code lives in a library)."""
+
 
 def run_cell(body: Callable[[], object]) -> object:
     """Stands in for IPython's `run_code` (the frame that runs a cell)."""
@@ -226,6 +233,9 @@ def test_held_back_code_is_the_output_path_and_the_loops_between_the_frame_and_t
     assert run_cell(lambda: held(inspect.currentframe())) is False
     # The frame that runs the cell, between the cell's steps (an await resumed or suspended).
     assert run_cell(lambda: held(caller_frame())) is True
+    # Library code the frame that runs the cell calls before the cell's code starts (IPython
+    # reading the namespace for the cell's last statement): no line of the cell runs yet.
+    assert run_cell(functools.partial(_LIBRARY["evaluate"], held)) is True
     # Output code around the cell (the kernel's own, outside it) does not count.
     assert publish(lambda _: run_cell(lambda: held(inspect.currentframe()))) is False
     # Nor does output code that called back into the user's code, which blocks there.
@@ -301,3 +311,57 @@ def test_the_interrupter_waits_for_a_thread_to_leave_the_output_code() -> None:
     leave.set()
     assert wait_out_of_held_back_code(thread.ident, stop) is True
     thread.join(TIMEOUT)
+
+
+def test_a_main_thread_cell_found_running_again_gets_sigint_not_an_async_exception(
+    main_cell: tuple[Interrupter, Running, Resent],
+) -> None:
+    """The handler found the main thread awaiting; by the time the helper looks, it runs again.
+
+    An asynchronous exception would be raised at the main thread's next bytecode, wherever that
+    is (the event loop's code the cell is entering, `run_code` between two statements); SIGINT
+    goes through the handler, which raises it only where the cell can take it.
+    """
+    interrupter, running, sent = main_cell
+    finished = threading.Event()
+
+    def helper() -> None:
+        interrupter.interrupt_elsewhere(running)
+        finished.set()
+
+    def cell() -> None:
+        threading.Thread(target=helper, daemon=True).start()
+        assert sent.wait_for(1), "the interrupt was not sent again as SIGINT"
+        assert finished.wait(TIMEOUT)
+
+    try:
+        run_cell(cell)
+    except KeyboardInterrupt:
+        pytest.fail("the main thread got an asynchronous KeyboardInterrupt")
+    assert not running.async_exc_sent
+    assert running.deferred == 1
+    assert list(interrupter._requests) == [frozenset({running.job})]  # pyright: ignore[reportPrivateUsage]
+
+
+def test_a_main_thread_cell_that_keeps_running_gets_an_async_exception_in_the_end(
+    main_cell: tuple[Interrupter, Running, Resent],
+) -> None:
+    """Once the interrupt was sent again as often as it may be, the helper raises it itself."""
+    interrupter, running, sent = main_cell
+    running.deferred = interrupts._DEFER_AT_MOST  # pyright: ignore[reportPrivateUsage]
+    finished = threading.Event()
+
+    def helper() -> None:
+        interrupter.interrupt_elsewhere(running)
+        finished.set()
+
+    def cell() -> None:
+        threading.Thread(target=helper, daemon=True).start()
+        assert finished.wait(TIMEOUT)
+        for _ in range(1000):  # the asynchronous exception lands at one of these bytecodes
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell)
+    assert running.async_exc_sent
+    assert sent.count == 0

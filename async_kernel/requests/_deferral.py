@@ -48,13 +48,11 @@ def in_held_back_code(frame: FrameType | None, stop_at: CodeType) -> bool:
     Frames are followed outward from `frame` (the innermost) up to the user's code: the cell,
     or code of the user's own (not the standard library's, an installed package's or the
     kernel's) that it called. The frame running `stop_at` (which runs the cell) ends the look
-    too: the loop and the kernel code around the cell do not count. A thread whose innermost
-    frame is `stop_at`'s is held back: the cell's code is not running at that instant.
+    too: the loop and the kernel code around the cell do not count. A thread that reaches
+    `stop_at`'s frame without passing through the user's code is held back: the cell's code
+    is not running at that instant (`run_code` enters or leaves it, or is between two of its
+    parts, reading its namespace for the next one).
     """
-    if frame is not None and frame.f_code is stop_at:
-        # `stop_at` itself, not the cell: it enters or leaves the cell's code (an awaiting cell
-        # is being resumed or suspended). Raised here, the interrupt would miss the cell.
-        return True
     loops = loop_prefixes() + debugger_prefixes()
     while frame is not None and frame.f_code is not stop_at:
         name = frame.f_code.co_filename
@@ -63,7 +61,9 @@ def in_held_back_code(frame: FrameType | None, stop_at: CodeType) -> bool:
         if not name.startswith(KERNEL_PREFIXES + LIBRARY_PREFIXES):
             return False  # the user's code, blocked in whatever it called
         frame = frame.f_back
-    return False
+    # At `stop_at` with no frame of the cell above it: the cell's code is being entered or
+    # left (an awaiting cell resumed or suspended). Raised now, the interrupt would miss it.
+    return frame is not None
 
 
 def wait_out_of_held_back_code(thread_id: int, stop_at: CodeType) -> bool:

@@ -35,7 +35,8 @@ __all__ = ("Interrupter", "Running", "SafePointWork")
 log = logging.getLogger("async_kernel")
 
 _DEFER_AT_MOST = 3
-"""Times an interrupt of the main thread waits for the cell to leave the kernel's output code."""
+"""Times an interrupt of the main thread is sent again: it found the cell inside the kernel's
+output code, or running again after it had been found awaiting."""
 
 
 def _mark(job: Job) -> None:
@@ -214,7 +215,12 @@ class Interrupter(InterruptibleSleep):
         with self._lock:
             if self._running.get(running.job) is not running:
                 return
-            if tid != threading.get_ident() and runs_user_code(sys._current_frames().get(tid)):  # pyright: ignore[reportPrivateUsage]
+            in_code = tid != threading.get_ident() and runs_user_code(
+                sys._current_frames().get(tid)  # pyright: ignore[reportPrivateUsage]
+            )
+            main = tid == threading.main_thread().ident
+            resend = in_code and main and running.deferred < _DEFER_AT_MOST
+            if in_code and not resend:
                 if tid in self._sleeping or tid in self._in_safe_point:
                     running.interrupt_pending = True
                     running.wake.set()
@@ -222,6 +228,14 @@ class Interrupter(InterruptibleSleep):
                     running.async_exc_sent = True
                     _set_async_exc(tid, KeyboardInterrupt)
                 return
+        if resend:
+            # The main thread runs the cell again (an awaiting cell was resumed): the SIGINT
+            # handler raises it there, where it can tell whether the cell may take it now. An
+            # asynchronous exception would land at whatever bytecode comes next: in the loop's
+            # code the cell is entering, or in `run_code` between two of the cell's statements.
+            running.deferred += 1
+            self.request([running.job])
+            return
         self._cancel(running)
 
     def _release_debugged(self, thread_id: int) -> None:

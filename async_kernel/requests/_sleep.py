@@ -52,7 +52,8 @@ class Running:
     async_exc_sent: bool = False
     """A `KeyboardInterrupt` was sent to its thread as an asynchronous exception."""
     deferred: int = 0
-    """Times its interrupt found it inside the kernel's output code and was sent again later."""
+    """Times its interrupt was sent again later (as SIGINT, in the main thread): it found the
+    cell inside the kernel's output code, or running again after it had been found awaiting."""
     interrupt_pending: bool = False
     """`wake` was set to interrupt it (and not by a comm message for its sleep)."""
 
