@@ -313,6 +313,18 @@ def test_the_interrupter_waits_for_a_thread_to_leave_the_output_code() -> None:
     thread.join(TIMEOUT)
 
 
+def interrupt_from_another_thread(interrupter: Interrupter, running: Running) -> threading.Event:
+    """Call `interrupt_elsewhere(running)` as the handler's helper thread does; set when done."""
+    finished = threading.Event()
+
+    def helper() -> None:
+        interrupter.interrupt_elsewhere(running)
+        finished.set()
+
+    threading.Thread(target=helper, daemon=True).start()
+    return finished
+
+
 def test_a_main_thread_cell_found_running_again_gets_sigint_not_an_async_exception(
     main_cell: tuple[Interrupter, Running, Resent],
 ) -> None:
@@ -323,14 +335,9 @@ def test_a_main_thread_cell_found_running_again_gets_sigint_not_an_async_excepti
     goes through the handler, which raises it only where the cell can take it.
     """
     interrupter, running, sent = main_cell
-    finished = threading.Event()
-
-    def helper() -> None:
-        interrupter.interrupt_elsewhere(running)
-        finished.set()
 
     def cell() -> None:
-        threading.Thread(target=helper, daemon=True).start()
+        finished = interrupt_from_another_thread(interrupter, running)
         assert sent.wait_for(1), "the interrupt was not sent again as SIGINT"
         assert finished.wait(TIMEOUT)
 
@@ -349,14 +356,9 @@ def test_a_main_thread_cell_that_keeps_running_gets_an_async_exception_in_the_en
     """Once the interrupt was sent again as often as it may be, the helper raises it itself."""
     interrupter, running, sent = main_cell
     running.deferred = interrupts._DEFER_AT_MOST  # pyright: ignore[reportPrivateUsage]
-    finished = threading.Event()
-
-    def helper() -> None:
-        interrupter.interrupt_elsewhere(running)
-        finished.set()
 
     def cell() -> None:
-        threading.Thread(target=helper, daemon=True).start()
+        finished = interrupt_from_another_thread(interrupter, running)
         assert finished.wait(TIMEOUT)
         for _ in range(1000):  # the asynchronous exception lands at one of these bytecodes
             pass
