@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ from async_kernel.wire._session import (
     MessageError,
     Session,
     signature_digest,
+    utcnow_iso,
 )
 
 
@@ -61,6 +63,22 @@ def test_round_trip(session: Session) -> None:
     assert header["username"] == session.username
     assert msg.msg_id == header["msg_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", header["date"])
+
+
+def test_dates_are_utc_with_microseconds_and_track_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Within one second the formatted seconds are reused; the next second formats anew.
+    clock = iter([1_733_400_000_000_001_000, 1_733_400_000_999_999_000, 1_733_400_001_000_000_000])
+    monkeypatch.setattr("time.time_ns", lambda: next(clock))
+    assert utcnow_iso() == "2024-12-05T12:00:00.000001Z"
+    assert utcnow_iso() == "2024-12-05T12:00:00.999999Z"
+    assert utcnow_iso() == "2024-12-05T12:00:01.000000Z"
+    monkeypatch.undo()
+    before = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.fromisoformat(utcnow_iso())
+    after = datetime.datetime.now(datetime.UTC)
+    assert before <= now <= after
 
 
 def test_signature_is_the_hmac_of_the_four_json_frames(session: Session) -> None:

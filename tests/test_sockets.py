@@ -182,3 +182,33 @@ def test_a_held_message_arrives_with_the_next_one(
     )
     assert receive(client[Channel.control], sender).content == {"i": "held"}
     assert receive(client[Channel.shell], sender).content == {"i": "now"}
+
+
+def test_clearing_the_wake_pipe_empties_it_however_full() -> None:
+    hub = SocketHub(ConnectionInfo(key=KEY), Session(KEY))  # not started: we clear it here
+    thread = hub.io
+    thread.wake()
+    os.write(thread._wake_w, b"\0" * 10_000)  # pyright: ignore[reportPrivateUsage]
+    thread._clear_wake()  # pyright: ignore[reportPrivateUsage]
+    assert not woken(thread)
+    assert not thread._wake_pending  # pyright: ignore[reportPrivateUsage]
+    thread.wake()  # the next wake-up writes again
+    assert woken(thread)
+    hub.context.term()
+
+
+def test_a_flood_of_requests_is_received_whole_and_in_order(
+    hub: Hub, client: dict[Channel, zmq.Socket[bytes]]
+) -> None:
+    """More requests than one receive burst takes: each is delivered once, in order."""
+    sender = introduced(hub, client)
+    count = 500
+    sent: list[str] = []
+    for _ in range(count):
+        frames = sender.serialize("kernel_info_request")
+        sent.append(sender.deserialize(frames).msg_id)
+        client[Channel.shell].send_multipart(frames)
+    replies = [receive(client[Channel.shell], sender) for _ in range(count)]
+    assert [r.parent_header["msg_id"] for r in replies] == sent
+    shell = [c for c, _, _ in hub.received if c is Channel.shell]
+    assert len(shell) == count + 1  # and the introduction

@@ -10,11 +10,11 @@ kernel can answer it with an error instead of leaving the client waiting.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import hmac
 import itertools
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -88,9 +88,21 @@ def signature_digest(signature_scheme: str) -> Callable[..., Any]:
     raise ValueError(msg)
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def utcnow_iso() -> str:
-    """Return the current UTC time in ISO 8601 form, as the protocol's `date` fields use."""
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    """Return the current UTC time in ISO 8601 form, as the protocol's `date` fields use.
+
+    Always with microseconds and a `Z`: `2026-12-05T11:50:00.000123Z`.
+    """
+    global _second
+    now = time.time_ns() // 1000
+    secs, micros = divmod(now, 1_000_000)
+    cached = _second
+    if cached[0] != secs:
+        cached = _second = (secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)))
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 @dataclass(slots=True)
