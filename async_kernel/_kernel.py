@@ -248,7 +248,11 @@ class Kernel(KernelSettings, IpykernelAPI):
 
         self.hub = SocketHub(connection, self.session)
         self.outbox = Outbox(
-            self.session, self.hub.send, routing.current_parent, send_held=self.hub.send_held
+            self.session,
+            self.hub.send,
+            routing.current_parent,
+            send_held=self.hub.send_held,
+            send_soon=self.hub.send_soon,
         )
         self.iopub_socket = KernelSocket(Channel.iopub, self.outbox)
         self.stdio = StdIO(

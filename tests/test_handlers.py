@@ -53,10 +53,11 @@ class FakeOutbox:
         metadata: dict[str, Any] | None = None,
         buffers: list[bytes] | None = None,
         held: bool = False,
+        soon: bool = False,
     ) -> None:
         self.sent.append(("iopub", msg_type, content, None if parent is ROUTED else parent))
 
-    def status(self, job: Job, state: str, *, held: bool = False) -> None:
+    def status(self, job: Job, state: str, *, held: bool = False, soon: bool = False) -> None:
         self.publish("status", {"execution_state": state}, parent=job)
 
     def stream(self, name: str, text: str, parent: Job | None) -> None:

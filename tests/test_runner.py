@@ -24,13 +24,13 @@ class FakeOutbox:
 
     def __init__(self, *, refuse: int = 0) -> None:
         self.sent: list[tuple[str, Any]] = []
-        self.held: list[tuple[str, bool]] = []
-        """(what was sent, whether it was held for the message that follows)."""
+        self.how: list[tuple[str, str]] = []
+        """(what was sent, how: `held` for the message that follows, `soon` or `now`)."""
         self.refuse = refuse  # how many replies fail to encode
 
-    def status(self, job: Job, state: str, *, held: bool = False) -> None:
+    def status(self, job: Job, state: str, *, held: bool = False, soon: bool = False) -> None:
         self.sent.append(("status", state))
-        self.held.append((state, held))
+        self.how.append((state, "held" if held else "soon" if soon else "now"))
 
     def reply(
         self,
@@ -45,7 +45,7 @@ class FakeOutbox:
             self.refuse -= 1
             raise TypeError("str is not valid UTF-8: surrogates not allowed")
         self.sent.append((msg_type, content))
-        self.held.append(("reply", held))
+        self.how.append(("reply", "held" if held else "now"))
 
 
 class Failing:
@@ -145,19 +145,20 @@ async def test_a_rejected_job_gets_its_error_without_running() -> None:
 
 
 @pytest.mark.parametrize(
-    ("msg_type", "content", "busy_held"),
+    ("msg_type", "content", "busy"),
     [
-        ("kernel_info_request", {}, True),
-        ("execute_request", {"code": "pass"}, True),  # its execute_input follows at once
-        ("execute_request", {"code": "pass", "silent": True}, False),
-        ("complete_request", {"code": "x", "cursor_pos": 1}, False),  # may take long
-        ("comm_msg", {"comm_id": "c", "data": {}}, False),  # runs the user's handler
+        ("kernel_info_request", {}, "held"),
+        ("execute_request", {"code": "pass"}, "held"),  # its execute_input follows at once
+        ("execute_request", {"code": "pass", "silent": True}, "soon"),
+        ("complete_request", {"code": "x", "cursor_pos": 1}, "soon"),  # may take long
+        ("comm_msg", {"comm_id": "c", "data": {}}, "soon"),  # runs the user's handler
     ],
 )
 async def test_busy_waits_for_the_next_message_only_when_it_follows_at_once(
-    msg_type: str, content: dict[str, Any], busy_held: bool
+    msg_type: str, content: dict[str, Any], busy: str
 ) -> None:
-    """A held message goes with the thread's next one; `idle` always goes at once."""
+    """A held message goes with the thread's next one, a `soon` one within a moment; `idle`
+    always goes at once."""
     outbox = FakeOutbox()
     runner = JobRunner(outbox, Failing(ValueError("x")))  # type: ignore[arg-type]
     job = job_of(msg_type, content)
@@ -165,7 +166,7 @@ async def test_busy_waits_for_the_next_message_only_when_it_follows_at_once(
         runner.run_now(job)
     else:
         await runner.run(job)
-    expected = [("busy", busy_held), ("idle", False)]
+    expected = [("busy", busy), ("idle", "now")]
     if msg_type.endswith("_request"):
-        expected.insert(1, ("reply", True))
-    assert outbox.held == expected
+        expected.insert(1, ("reply", "held"))
+    assert outbox.how == expected

@@ -212,3 +212,73 @@ def test_a_flood_of_requests_is_received_whole_and_in_order(
     assert [r.parent_header["msg_id"] for r in replies] == sent
     shell = [c for c, _, _ in hub.received if c is Channel.shell]
     assert len(shell) == count + 1  # and the introduction
+
+
+def test_send_soon_wakes_the_thread_unless_a_request_just_arrived() -> None:
+    hub = SocketHub(ConnectionInfo(key=KEY), Session(KEY))  # not started: nothing drains
+    assert not hub.io.send_soon(Channel.iopub, [b"a"])
+    assert woken(hub.io)
+    hub.io._hold_until = 1.0  # pyright: ignore[reportPrivateUsage]  # as after a request
+    hub.io._wake_pending = False  # pyright: ignore[reportPrivateUsage]
+    assert hub.io.send_soon(Channel.iopub, [b"b"])
+    assert not woken(hub.io)
+    assert [f for _, f in hub.io._outbox] == [[b"a"], [b"b"]]  # pyright: ignore[reportPrivateUsage]
+    hub.context.term()
+
+
+class Soon(Hub):
+    """A hub whose shell requests get their reply from the test, with `send_soon`."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__()
+        self.hub.io.hold = hold
+        self.arrived = threading.Event()
+
+    def on_message(self, channel: Channel, msg: Message) -> None:
+        self.last[channel] = (msg, msg.idents)
+        self.arrived.set()
+
+
+def soon_reply(hold: float) -> tuple[Soon, zmq.Context[zmq.Socket[bytes]], zmq.Socket[bytes]]:
+    """A started `Soon` hub and a shell client whose request has just arrived."""
+    h = Soon(hold)
+    h.hub.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(h.hub.connection.url(Channel.shell))
+    sock.send_multipart(h.session.serialize("execute_request", {"code": "1"}))
+    assert h.arrived.wait(TIMEOUT)
+    return h, ctx, sock
+
+
+def close(h: Hub, ctx: zmq.Context[zmq.Socket[bytes]], sock: zmq.Socket[bytes]) -> None:
+    sock.close()
+    ctx.term()
+    h.hub.stop()
+    h.hub.context.term()
+
+
+def test_what_is_sent_soon_after_a_request_waits_for_the_next_send() -> None:
+    h, ctx, sock = soon_reply(hold=TIMEOUT * 10)  # a hold that outlasts the test
+    try:
+        msg, ident = h.last[Channel.shell]
+        first = h.session.serialize("stream", {"i": 1}, parent=msg, idents=ident)
+        h.hub.send_soon(Channel.shell, first)
+        assert not h.hub.io._wake_pending  # pyright: ignore[reportPrivateUsage]
+        assert not sock.poll(0)
+        h.hub.send(Channel.shell, h.session.serialize("stream", {"i": 2}, parent=msg, idents=ident))
+        assert [receive(sock, h.session).content["i"] for _ in range(2)] == [1, 2]
+    finally:
+        close(h, ctx, sock)
+
+
+def test_what_is_sent_soon_goes_out_when_the_hold_ends() -> None:
+    h, ctx, sock = soon_reply(hold=0.05)
+    try:
+        msg, ident = h.last[Channel.shell]
+        frames = h.session.serialize("stream", {"i": 1}, parent=msg, idents=ident)
+        h.hub.send_soon(Channel.shell, frames)  # with nothing after it
+        assert receive(sock, h.session).content == {"i": 1}
+    finally:
+        close(h, ctx, sock)

@@ -164,8 +164,10 @@ class RequestHandlers:
             metadata["status"] = "aborted"
             return {"status": "aborted", "execution_count": count}
         if not silent:
+            # Soon, not now: a quick cell's reply and idle take it along (one wake-up of the
+            # socket thread); a slow cell's goes out a moment (`SOON`) after the request came.
             self.outbox.publish(
-                "execute_input", {"code": code, "execution_count": count}, parent=job
+                "execute_input", {"code": code, "execution_count": count}, parent=job, soon=True
             )
         if job.channel is Channel.shell and job.subshell_id is None:
             set_latest_execute(job)

@@ -28,7 +28,8 @@ def _announced_at_once(job: Job) -> bool:
     """Whether another message follows the `busy` of `job` at once (and takes it along).
 
     A quick request's reply does, as does the `execute_input` of an execute that is not
-    silent. Any other `busy` is sent at once: the handler (or a cell) may take long.
+    silent. Any other `busy` is sent soon (`SocketHub.send_soon`): the handler (or a cell)
+    may take long, and then it goes out a moment after the request arrived.
     """
     if job.reject is not None or job.msg_type in _QUICK:
         return True
@@ -99,7 +100,8 @@ class JobRunner:
 
     def _begin(self, job: Job) -> contextvars.Token[Job | None]:
         token = current_job.set(job)
-        self.outbox.status(job, "busy", held=_announced_at_once(job))
+        held = _announced_at_once(job)
+        self.outbox.status(job, "busy", held=held, soon=not held)
         return token
 
     @staticmethod

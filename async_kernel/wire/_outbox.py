@@ -34,6 +34,8 @@ class Outbox:
         default_parent: Returns the parent of output published without an explicit one.
         send_held: Queues frames that go with the calling thread's next `send` (the socket
             thread is woken once for both); `send` when not given.
+        send_soon: Queues frames that may wait a moment for others to go with them
+            (`SocketHub.send_soon`); `send` when not given.
     """
 
     def __init__(
@@ -42,10 +44,12 @@ class Outbox:
         send: Callable[[Channel, Sequence[Frame]], None],
         default_parent: Callable[[], Job | None] = lambda: None,
         send_held: Callable[[Channel, Sequence[Frame]], None] | None = None,
+        send_soon: Callable[[Channel, Sequence[Frame]], None] | None = None,
     ) -> None:
         self.session = session
         self._send = send
         self._send_held = send_held or send
+        self._send_soon = send_soon or send
         self._default_parent = default_parent
         self._topic = f"kernel.{session.session_id}.".encode()
 
@@ -63,10 +67,12 @@ class Outbox:
         metadata: dict[str, Any] | None = None,
         buffers: Sequence[object] | None = None,
         held: bool = False,
+        soon: bool = False,
     ) -> None:
         """Publish an iopub message; its parent defaults to the one output routing finds.
 
         `held`: another message of this thread follows at once and takes this one along.
+        `soon`: the message may wait a moment (`SocketHub.send_soon`) for others to go along.
         """
         if parent is ROUTED:
             parent = self._default_parent()
@@ -79,17 +85,19 @@ class Outbox:
             idents=[self._topic + msg_type.encode()],
             header_extra=_subshell_of(parent),
         )
-        (self._send_held if held else self._send)(Channel.iopub, frames)
+        send = self._send_held if held else self._send_soon if soon else self._send
+        send(Channel.iopub, frames)
 
-    def status(self, job: Job, state: str, *, held: bool = False) -> None:
+    def status(self, job: Job, state: str, *, held: bool = False, soon: bool = False) -> None:
         """Publish `busy` or `idle` for `job`.
 
         Args:
             job: The request.
             state: `busy` or `idle`.
             held: Another message of this thread follows at once and takes this one along.
+            soon: The message may wait a moment for others to go along.
         """
-        self.publish("status", {"execution_state": state}, parent=job, held=held)
+        self.publish("status", {"execution_state": state}, parent=job, held=held, soon=soon)
 
     def stream(self, name: str, text: str, parent: Job | None) -> None:
         """Publish stream output (`stdout` or `stderr`) for `parent`."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import os
 import threading
 import time
@@ -38,13 +39,15 @@ if TYPE_CHECKING:
     from async_kernel.wire._frames import Frame
     from async_kernel.wire._session import Message, Session
 
-__all__ = ("BindError", "IOThread", "SocketHub")
+__all__ = ("SOON", "BindError", "IOThread", "SocketHub")
 
 log = logging.getLogger("async_kernel")
 
 _ROUTERS = (Channel.shell, Channel.control, Channel.stdin)
 _RECV_BURST = 64  # messages taken from one socket before the others get a turn
 _SEND_BURST = 256  # messages sent before the sockets are polled for requests again
+SOON = 0.002
+"""Seconds that a message sent with `SocketHub.send_soon` may wait, at most, after a request."""
 
 
 class BindError(RuntimeError):
@@ -139,6 +142,10 @@ class SocketHub:
         What this thread queued with `send_held` goes with them.
         """
         self._threads[channel].send(channel, frames)
+        self._wake_held()
+
+    def _wake_held(self) -> None:
+        """Wake the I/O threads that this thread queued held messages for."""
         held: set[IOThread] | None = getattr(self._held, "threads", None)
         if held:
             for thread in held:
@@ -158,6 +165,18 @@ class SocketHub:
         if held is None:
             held = self._held.threads = set()
         held.add(thread)
+
+    def send_soon(self, channel: Channel, frames: Sequence[Frame]) -> None:
+        """Queue `frames` to be sent within `SOON` seconds, with no wake-up of their own.
+
+        For a message that its request's next ones usually follow within a moment (the `busy`
+        and `execute_input` of a cell): right after a shell request arrives, its I/O thread
+        waits `SOON` seconds for more to send before it sends what is queued, so that a quick
+        request's messages all go with one wake-up. At other times this is `send`. Order is
+        always kept.
+        """
+        if not self._threads[channel].send_soon(channel, frames):
+            self._wake_held()
 
     def stop(self, timeout: float = 5) -> None:
         """Send what is queued, then close the sockets and end the I/O threads."""
@@ -297,6 +316,9 @@ class IOThread:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._wake_pending = False
+        self.hold = SOON
+        """Seconds that `send_soon` frames may wait after a shell request arrived."""
+        self._hold_until = 0.0  # while set, `send_soon` queues without a wake-up until then
         self._stopping = False
         self.ready = threading.Event()
         """Set once the thread polls its sockets."""
@@ -318,6 +340,20 @@ class IOThread:
         self._outbox.append((channel, frames))
         if wake:
             self.wake()
+
+    def send_soon(self, channel: Channel, frames: Sequence[Frame]) -> bool:
+        """Queue `frames`; wake the thread unless it sends within `SOON` seconds anyway.
+
+        Returns:
+            Whether the frames wait (the thread was not woken).
+        """
+        self._outbox.append((channel, frames))
+        # Appended before the flag is read: the thread clears the flag before it sends, so
+        # frames queued while the flag is seen set are sent by that flush at the latest.
+        if self._hold_until:
+            return True
+        self.wake()
+        return False
 
     def wake(self) -> None:
         """Have the thread send what is queued (one wake-up however often it is called)."""
@@ -347,15 +383,21 @@ class IOThread:
         self.ready.set()
         try:
             while True:
+                if self._hold_until and time.monotonic() >= self._hold_until:
+                    self._hold_until = 0.0  # cleared before the flush: see `send_soon`
                 more = self._flush(socks, limit=_SEND_BURST)
                 if self._stopping and not more:
                     break
                 # With output still queued, only look for new requests before sending on.
-                for sock, _ in poller.poll(0 if more else None):
+                for sock, _ in poller.poll(self._poll_timeout(more=more)):
                     if sock == self._wake_r:
                         self._clear_wake()
-                    else:
-                        self._hub.receive(by_socket[sock], sock)  # pyright: ignore[reportArgumentType]
+                        self._hold_until = 0.0  # a message to send now: the held go along
+                        continue
+                    channel = by_socket[sock]
+                    if channel is Channel.shell:  # armed before the request can reply
+                        self._hold_until = time.monotonic() + self.hold
+                    self._hub.receive(channel, sock)  # pyright: ignore[reportArgumentType]
         except Exception:
             log.exception("the I/O thread %s failed", self.name)
         finally:
@@ -364,6 +406,14 @@ class IOThread:
                 sock.close()
             self._hub.drops.flush()
             self._stopped.set()
+
+    def _poll_timeout(self, *, more: bool) -> int | None:
+        """Milliseconds to wait for sockets: none with output queued, until the hold ends."""
+        if more:
+            return 0
+        if self._hold_until:
+            return max(1, math.ceil((self._hold_until - time.monotonic()) * 1000))
+        return None
 
     def _clear_wake(self) -> None:
         try:
