@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import hashlib
 import hmac
 import json
 import re
+import time
+import types
 
 import pytest
 from jupyter_client.session import Session as ClientSession
 from signing import KEY, hex_hmac, signed
 
+from async_kernel.wire import _session
 from async_kernel.wire._session import (
     DELIMITER,
     PROTOCOL_VERSION,
@@ -68,12 +72,26 @@ def test_round_trip(session: Session) -> None:
 def test_dates_are_utc_with_microseconds_and_track_the_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Within one second the formatted seconds are reused; the next second formats anew.
-    clock = iter([1_733_400_000_000_001_000, 1_733_400_000_999_999_000, 1_733_400_001_000_000_000])
-    monkeypatch.setattr("time.time_ns", lambda: next(clock))
-    assert utcnow_iso() == "2024-12-05T12:00:00.000001Z"
-    assert utcnow_iso() == "2024-12-05T12:00:00.999999Z"
-    assert utcnow_iso() == "2024-12-05T12:00:01.000000Z"
+    # A fake clock for the module alone (not `time.time_ns` itself, which other threads use).
+    now_ns = [0]
+    formatted: list[float] = []
+
+    def strftime(fmt: str, t: time.struct_time) -> str:
+        formatted.append(calendar.timegm(t))
+        return time.strftime(fmt, t)
+
+    fake = types.SimpleNamespace(time_ns=lambda: now_ns[0], gmtime=time.gmtime, strftime=strftime)
+    monkeypatch.setattr(_session, "time", fake)
+    dates: list[str] = []
+    for ns in (1_733_400_000_000_001_000, 1_733_400_000_999_999_000, 1_733_400_001_000_000_000):
+        now_ns[0] = ns
+        dates.append(utcnow_iso())
+    assert dates == [
+        "2024-12-05T12:00:00.000001Z",
+        "2024-12-05T12:00:00.999999Z",
+        "2024-12-05T12:00:01.000000Z",
+    ]
+    assert formatted == [1_733_400_000, 1_733_400_001]  # each second formatted once
     monkeypatch.undo()
     before = datetime.datetime.now(datetime.UTC)
     now = datetime.datetime.fromisoformat(utcnow_iso())
