@@ -86,6 +86,31 @@ async def test_attach(anyio_backend: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_attach_ends_its_calls_before_it_returns() -> None:
+    cleaned: list[str] = []
+
+    async def stubborn() -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass  # swallowed once: the exit still ends the call at its next await
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):  # a cleanup that takes many loop turns
+                for _ in range(50):
+                    await anyio.lowlevel.checkpoint()
+            cleaned.append("stubborn")
+
+    with anyio.fail_after(TIMEOUT):
+        async with Caller.attach() as caller:
+            pending = caller.call_soon(stubborn)
+            await anyio.wait_all_tasks_blocked()
+        assert cleaned == ["stubborn"], "the call ended before `attach` returned"
+        assert pending.cancelled()
+
+
+@pytest.mark.anyio
 async def test_attach_lets_the_blocks_exception_through() -> None:
     with pytest.raises(LookupError, match="inside"):
         async with Caller.attach():
@@ -137,6 +162,45 @@ def test_stop_from_inside_and_reuse_the_name(anyio_backend: str) -> None:
     again = Caller.start_new(name="self-stopper", backend=anyio_backend)  # pyright: ignore[reportArgumentType]
     assert Caller.get_instance("self-stopper") is again
     again.stop()
+
+
+def test_stop_ends_every_call_before_the_thread(anyio_backend: str) -> None:
+    """Stopping cancels calls until they end, even one that swallows a cancellation, and
+    the caller's thread ends only after their cleanup ran."""
+    caller = Caller.start_new(backend=anyio_backend)  # pyright: ignore[reportArgumentType]
+    started = threading.Semaphore(0)
+    cleaned: list[str] = []
+
+    async def stubborn() -> None:
+        started.release()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass  # swallowed once: the stop still ends the call at its next await
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned.append("stubborn")
+
+    async def queued() -> None:
+        started.release()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            cleaned.append("queued")
+
+    pendings = [caller.call_soon(stubborn), caller.queue_call(queued)]
+    assert started.acquire(timeout=TIMEOUT)
+    assert started.acquire(timeout=TIMEOUT)
+    caller.stop()
+    assert caller.thread is not None
+    caller.thread.join(TIMEOUT)
+    assert not caller.thread.is_alive()
+    assert sorted(cleaned) == ["queued", "stubborn"]
+    for pending in pendings:
+        with pytest.raises(PendingCancelled, match="stopped before the call finished"):
+            pending.result(0)
 
 
 def test_protected_stop_needs_force() -> None:

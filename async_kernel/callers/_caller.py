@@ -196,7 +196,14 @@ class Caller(Scheduler):
                 task_status.started()
                 if self._ready is not None:
                     self._ready.set()
-                await anyio.sleep_forever()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    # However the loop ends, the calls' asyncio tasks end first (see `_drain`).
+                    self._closed = True
+                    self._cancel_all()
+                    with anyio.CancelScope(shield=True):
+                        await self._drain()
         finally:
             self._deactivate()
 

@@ -6,6 +6,12 @@ their `Pending` is cancelled. On the loop each call runs as a task in its own ca
 for `Caller.call_direct`, inside the loop's callback), calls of one function can be queued to
 run one at a time, and the outcome completes the call's `Pending`. `Caller` adds the thread,
 the registry and the public methods that build each `Pending`.
+
+On asyncio a call's task is a plain `asyncio.Task` created in the call's context, not a task of
+AnyIO's task group: AnyIO wraps each of its tasks in a cancel scope and an event of its own,
+which cost as much as the rest of a quick request. The scheduler keeps those tasks and the
+cancel scopes of the calls itself: stopping cancels every scope, and `_drain` waits for the
+tasks before the caller's task group ends. On trio calls run in the task group.
 """
 
 from __future__ import annotations
@@ -65,7 +71,10 @@ class Scheduler:
         "_ident",
         "_local",
         "_lock",
+        "_loop",
         "_queues",
+        "_scopes",
+        "_tasks",
         "_tg",
         "_threadsafe",
     )
@@ -75,6 +84,9 @@ class Scheduler:
     _lock: threading.Lock
     _ident: int | None
     _tg: TaskGroup | None
+    _loop: asyncio.AbstractEventLoop | None
+    _tasks: set[asyncio.Task[object]]
+    _scopes: set[anyio.CancelScope]
     _queues: dict[Any, deque[tuple[Context, _Call]]]
     _backlog: list[tuple[Callable[..., object], tuple[Any, ...]]] | None
     _threadsafe: Callable[..., object]
@@ -86,6 +98,9 @@ class Scheduler:
         self._backend = backend
         self._ident = None
         self._tg = None
+        self._loop = None
+        self._tasks = set()
+        self._scopes = set()
         self._closed = False
         self._lock = threading.Lock()
         self._queues = {}
@@ -105,6 +120,7 @@ class Scheduler:
         if self._backend == "asyncio":
             loop = asyncio.get_running_loop()
             threadsafe, self._local = loop.call_soon_threadsafe, loop.call_soon
+            self._loop = loop
         else:
             import trio
 
@@ -130,6 +146,13 @@ class Scheduler:
     def _cancel_all(self) -> None:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+        for scope in list(self._scopes):  # the calls' own scopes: asyncio's tasks are not in tg
+            scope.cancel()
+
+    async def _drain(self) -> None:
+        """Wait until the calls' asyncio tasks ended (once `_cancel_all` cancelled them)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
 
     # -- handing calls to the loop (any thread) --------------------------------------------
 
@@ -202,6 +225,17 @@ class Scheduler:
         """
         if self._closed or self._tg is None:
             return False
+        if self._loop is not None:
+            if _sniffio_cvar is not None:  # AnyIO's calls in the task then find asyncio at once
+                ctx.run(_sniffio_cvar.set, "asyncio")
+            try:
+                task = self._loop.create_task(fn(*args), context=ctx)
+            except RuntimeError:  # the loop is closing
+                _log.debug("%r could not start %r", self, fn, exc_info=True)
+                return False
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+            return True
         try:
             ctx.run(self._start_in_context, fn, args)
         except RuntimeError:  # the task group is closing
@@ -212,11 +246,13 @@ class Scheduler:
     def _start_in_context(
         self, fn: Callable[..., Coroutine[Any, Any, object]], args: tuple[Any, ...]
     ) -> None:
-        if _sniffio_cvar is not None and self._backend == "asyncio":
-            # AnyIO detects asyncio by `current_task()`, which is None in a loop callback.
-            _sniffio_cvar.set("asyncio")
         assert self._tg is not None
         self._tg.start_soon(fn, *args)
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.error("A call's task on %r failed", self, exc_info=exc)
 
     def _direct(self, ctx: Context, call: _Call) -> None:
         pending, func, args, kwargs = call
@@ -240,9 +276,13 @@ class Scheduler:
     async def _run(self, call: _Call, delay: float) -> None:
         """Run one call as a task, in its own cancel scope, and complete its pending."""
         pending, func, args, kwargs = call
+        if self._closed:  # stopped before the task started
+            pending.set_cancelled(_STOPPED)
+            return
         scope = anyio.CancelScope()
         if not pending.set_canceller(functools.partial(self._submit, scope.cancel)):
             return  # cancelled before it started
+        self._scopes.add(scope)
         try:
             with scope:
                 if delay:
@@ -258,7 +298,10 @@ class Scheduler:
         except BaseException as exc:
             pending.set_exception(exc)
         finally:
-            pending.set_cancelled()  # no-op unless its own scope was cancelled
+            self._scopes.discard(scope)
+            # A no-op unless its own scope was cancelled: by `cancel()`, or as the caller stopped.
+            stopped = self._closed and not pending.cancel_requested
+            pending.set_cancelled(_STOPPED if stopped else None)
 
     def _queue_next(self, key: object, queue: deque[Any]) -> None:
         """Start the next queued call of `key`, or retire the queue when it is empty."""

@@ -75,9 +75,16 @@ def tmp_directory() -> str:
     return os.path.join(tempfile.gettempdir(), f"ipykernel_{os.getpid()}")
 
 
+_prefix: tuple[int, str] = (-1, "")  # the process id it was made for, and the prefix
+
+
 def file_prefix() -> str:
     """Return what precedes the hash in a cell's file name (the directory and a separator)."""
-    return tmp_directory() + os.sep
+    global _prefix
+    pid = os.getpid()
+    if _prefix[0] != pid:  # first use, or a forked child: its own directory
+        _prefix = (pid, tmp_directory() + os.sep)
+    return _prefix[1]
 
 
 def cell_file_name(code: str) -> str:
