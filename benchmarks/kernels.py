@@ -23,6 +23,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 __all__ = (
+    "BOUNDS",
     "BenchError",
     "KernelDef",
     "KernelHandle",
@@ -67,14 +68,31 @@ class KernelDef:
         return f"bench-{self.key}"
 
 
+BOUNDS = ("floor-ipython", "floor-ipython-thread")
+"""The floor with IPython, and with IPython on a handler thread (see `floor.py`): not run by
+default; `--kernels async,floor,floor-ipython,floor-ipython-thread` measures them."""
+
+
 def kernel_defs() -> dict[str, KernelDef]:
-    """Return the benchmarked kernels, in table order, all run by this Python."""
+    """Return the benchmarked kernels, in table order, all run by this Python; `BOUNDS` last."""
     floor = str(Path(__file__).with_name("floor.py").resolve())
     py, conn = sys.executable, "{connection_file}"
     defs = (
         KernelDef("async", "async-kernel", (py, "-m", "async_kernel", "start", "-f", conn)),
         KernelDef("ipykernel", "ipykernel", (py, "-m", "ipykernel_launcher", "-f", conn)),
         KernelDef("floor", "floor", (py, floor, "-f", conn), protocol_only=True),
+        KernelDef(
+            "floor-ipython",
+            "floor + IPython",
+            (py, floor, "--ipython", "-f", conn),
+            protocol_only=True,
+        ),
+        KernelDef(
+            "floor-ipython-thread",
+            "floor + IPython + thread",
+            (py, floor, "--ipython", "--thread", "-f", conn),
+            protocol_only=True,
+        ),
     )
     return {d.key: d for d in defs}
 

@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 from echo import comm_echo
 from gui import gui_loop
-from kernels import KernelDef, KernelHandle, kernel_defs, write_kernelspecs
+from kernels import BOUNDS, KernelDef, KernelHandle, kernel_defs, write_kernelspecs
 from load import control_under_load
 from measures import (
     Config,
@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark async-kernel against ipykernel.")
     parser.add_argument("--quick", action="store_true", help="fewer samples (< 3 min)")
     parser.add_argument(
-        "--kernels", default=",".join(defs), help=f"comma list of {', '.join(defs)}"
+        "--kernels",
+        default=",".join(k for k in defs if k not in BOUNDS),
+        help=f"comma list of {', '.join(defs)}",
     )
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     parser.add_argument("--output", type=Path, help="JSON path (default: benchmarks/results/)")
